@@ -1,0 +1,29 @@
+"""The offline default: a VAE on scikit-learn's 8×8 digits (levels 0..16).
+
+Binomial(16, p) pixels, an MLP 64-256-8 encoder and 8-256-64 decoder, about a
+minute on a laptop CPU.
+
+  python scripts/train.py --config=experiments/digits.py --workdir=runs/digits
+  python scripts/train.py --config=experiments/digits.py:small --workdir=/tmp/d  # seconds
+"""
+
+from vae_jax import config as config_lib
+
+
+def get_config(arg: str | None = None):
+  c = config_lib.default()
+  c.train.batch_size = 64
+  c.train.num_epochs = 300
+  c.train.log_every_steps = 100
+  c.train.eval_every_steps = 1000
+  c.train.checkpoint_every_steps = 1000
+  c.eval.num_importance_samples = 1000
+  if arg == "small":  # seconds: the form tests and smoke runs use
+    c.train.num_epochs = 2
+    c.train.log_every_steps = 10
+    c.train.eval_every_steps = 20
+    c.train.checkpoint_every_steps = 20
+    c.eval.num_importance_samples = 20
+    c.eval.importance_chunk = 8
+    c.eval.elbo_samples = 2
+  return c

@@ -1,0 +1,20 @@
+"""Picks the device named by `config.backend`, with no silent fallback."""
+
+import jax
+
+from vae_jax.errors import UserError
+
+
+def select_device(backend: str) -> jax.Device:
+  """The first device of `backend` ('cpu', 'gpu' or 'tpu'), or a UserError."""
+  try:
+    devices = jax.devices(backend)
+  except RuntimeError:
+    devices = []
+  if not devices:
+    found = sorted({d.platform for d in jax.devices()})
+    fix = ("install requirements-gpu.txt on a machine with a CUDA GPU" if backend == "gpu"
+           else "run on a TPU host with jax[tpu]")
+    raise UserError(f"config.backend={backend!r} but JAX finds only {', '.join(found)} "
+                    f"devices; {fix}, or set --config.backend={found[0]}")
+  return devices[0]

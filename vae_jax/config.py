@@ -1,0 +1,206 @@
+"""Default config, validation and the fields a resumed run may change.
+
+Experiments (`experiments/*.py`) start from `default()` and patch it. Optional
+fields are typed placeholders (`placeholder(int)`), so `--config.a.b=value`
+can set them with type checking. `validate` is the one place that checks
+values, ranges and combinations; each failure is one `UserError` line naming
+the field and what is allowed.
+"""
+
+from typing import Any, Callable
+
+import ml_collections
+from ml_collections import config_dict
+
+from vae_jax.errors import UserError
+
+DATASETS = ("digits", "npz", "mnist", "fashion_mnist", "binarized_mnist", "cifar10")
+LIKELIHOODS = ("bernoulli", "gaussian", "binomial", "discretized_logistic")
+
+
+def default() -> ml_collections.ConfigDict:
+  """The defaults every experiment patches: the embedded digits, a small MLP VAE."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.backend = "cpu"  # cpu | gpu | tpu; no silent fallback
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "digits"
+  d.path = config_dict.placeholder(str)  # .npz for data.name=npz
+  d.data_dir = config_dict.placeholder(str)  # tfds data_dir
+  d.download = True  # tfds may download when online
+  d.num_levels = config_dict.placeholder(int)  # integer .npz pixels other than uint8
+  d.binarize = "none"  # none | dynamic | static
+  d.dequantize = False  # uniform dequantisation, for Gaussian likelihoods
+  d.validation_size = 200  # held out of the training split
+  d.test_size = 300  # held out when the source has no test split
+  d.split_seed = 0  # fixes the digits test split, whatever the run's seed
+  d.eval_noise_seed = 1234  # binarisation/dequantisation of evaluation splits
+
+  c.model = m = ml_collections.ConfigDict()
+  m.encoder = "mlp"
+  m.decoder = "mlp"
+  m.encoder_hidden = (256,)
+  m.decoder_hidden = (256,)
+  m.activation = "relu"
+  m.latent_dim = 8
+  m.likelihood = "binomial"
+  m.gaussian_variance = "scalar"  # fixed | scalar | per_pixel
+  m.gaussian_fixed_variance = 1.0
+
+  c.objective = o = ml_collections.ConfigDict()
+  o.name = "elbo"  # elbo | iwae
+  o.num_samples = 1  # z samples per example (k for iwae)
+  o.kl = "analytic"  # analytic | mc
+  o.beta = 1.0
+  o.kl_warmup_steps = 0
+  o.free_bits = 0.0  # nats per latent dimension, on the batch-mean KL
+
+  c.optimizer = p = ml_collections.ConfigDict()
+  p.name = "adam"  # adam | adamw | sgd
+  p.learning_rate = 1e-3
+  p.schedule = "constant"  # constant | cosine
+  p.warmup_steps = 0
+  p.decay_steps = config_dict.placeholder(int)  # cosine: steps to decay over
+  p.grad_clip_norm = config_dict.placeholder(float)
+  p.weight_decay = 0.0  # adamw only
+
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 128
+  t.num_epochs = 50
+  t.num_steps = config_dict.placeholder(int)  # when set, overrides num_epochs
+  t.steps_per_dispatch = 10  # train steps run by one jitted lax.scan call
+  t.log_every_steps = 100
+  t.eval_every_steps = 500
+  t.checkpoint_every_steps = 500
+  t.keep_checkpoints = 2
+  t.progress_bar = True
+
+  c.eval = e = ml_collections.ConfigDict()
+  e.batch_size = 256
+  e.num_importance_samples = 1000  # k of the test log-likelihood estimate
+  e.importance_chunk = 100  # samples per chunk of the streaming estimate
+  e.elbo_samples = 10  # z samples per example for the reported ELBO
+  e.num_images = 64
+  return c
+
+
+# Fields a resumed run may change without changing what it computes.
+SAFE_TO_CHANGE = ("train.num_epochs", "train.num_steps", "train.progress_bar",
+                  "train.keep_checkpoints", "eval.")
+
+_CHOICES = {
+    "backend": ("cpu", "gpu", "tpu"),
+    "data.name": DATASETS,
+    "data.binarize": ("none", "dynamic", "static"),
+    "model.encoder": ("mlp",),
+    "model.decoder": ("mlp",),
+    "model.activation": ("relu", "tanh", "gelu", "elu", "softplus", "swish"),
+    "model.likelihood": LIKELIHOODS,
+    "model.gaussian_variance": ("fixed", "scalar", "per_pixel"),
+    "objective.name": ("elbo", "iwae"),
+    "objective.kl": ("analytic", "mc"),
+    "optimizer.name": ("adam", "adamw", "sgd"),
+    "optimizer.schedule": ("constant", "cosine"),
+}
+
+# field -> (lowest allowed, inclusive?) ; None values (unset placeholders) pass.
+_MINIMA = {
+    "seed": (0, True), "data.validation_size": (1, True), "data.test_size": (1, True),
+    "data.num_levels": (2, True), "model.latent_dim": (1, True),
+    "model.gaussian_fixed_variance": (0, False), "objective.num_samples": (1, True),
+    "objective.beta": (0, True), "objective.kl_warmup_steps": (0, True),
+    "objective.free_bits": (0, True), "optimizer.learning_rate": (0, False),
+    "optimizer.warmup_steps": (0, True), "optimizer.decay_steps": (1, True),
+    "optimizer.grad_clip_norm": (0, False), "optimizer.weight_decay": (0, True),
+    "train.batch_size": (1, True), "train.num_epochs": (1, True), "train.num_steps": (1, True),
+    "train.steps_per_dispatch": (1, True), "train.log_every_steps": (1, True),
+    "train.eval_every_steps": (1, True), "train.checkpoint_every_steps": (1, True),
+    "train.keep_checkpoints": (1, True), "eval.batch_size": (1, True),
+    "eval.num_importance_samples": (1, True), "eval.importance_chunk": (1, True),
+    "eval.elbo_samples": (1, True), "eval.num_images": (1, True),
+}
+
+# The combinations that are invalid, one row each: (is_invalid(config), why and fix).
+_INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
+    (lambda c: c.objective.name == "iwae" and c.objective.beta != 1.0,
+     "objective.name=iwae with objective.beta != 1: β-weighting has no meaning in the IWAE "
+     "bound; set objective.beta=1"),
+    (lambda c: c.objective.name == "iwae" and c.objective.kl == "analytic",
+     "objective.name=iwae with objective.kl=analytic: the IWAE bound weighs each sample's "
+     "log p(z) - log q(z|x); set objective.kl=mc"),
+    (lambda c: c.objective.name == "iwae" and c.objective.kl_warmup_steps > 0,
+     "objective.name=iwae with objective.kl_warmup_steps > 0: KL warm-up needs a separate "
+     "KL term; set objective.kl_warmup_steps=0 or objective.name=elbo"),
+    (lambda c: c.objective.name == "iwae" and c.objective.free_bits > 0,
+     "objective.name=iwae with objective.free_bits > 0: free bits act on a separate KL term;"
+     " set objective.free_bits=0 or objective.name=elbo"),
+    (lambda c: c.objective.free_bits > 0 and c.objective.kl == "mc",
+     "objective.free_bits > 0 with objective.kl=mc: free bits clamp the per-dimension "
+     "analytic KL; set objective.kl=analytic"),
+    (lambda c: c.data.dequantize and c.model.likelihood != "gaussian",
+     "data.dequantize=True with model.likelihood != gaussian: dequantised pixels are "
+     "continuous; use model.likelihood=gaussian or data.dequantize=False"),
+    (lambda c: c.data.binarize != "none" and c.model.likelihood != "bernoulli",
+     "data.binarize != none with model.likelihood != bernoulli: binary pixels need "
+     "model.likelihood=bernoulli"),
+    (lambda c: c.data.name == "npz" and c.data.path is None,
+     "data.name=npz needs data.path: set --config.data.path=FILE.npz"),
+    (lambda c: c.optimizer.schedule == "cosine" and c.optimizer.decay_steps is None,
+     "optimizer.schedule=cosine needs optimizer.decay_steps: set it to the steps to decay "
+     "over"),
+    (lambda c: c.optimizer.weight_decay > 0 and c.optimizer.name != "adamw",
+     "optimizer.weight_decay > 0 needs optimizer.name=adamw"),
+]
+
+
+def get(config: ml_collections.ConfigDict, path: str) -> Any:
+  for key in path.split("."):
+    config = config[key]
+  return config
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """{'a.b': value} for every leaf; tuples become lists (as in JSON)."""
+  out = {}
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(flatten(value, path + "."))
+    else:
+      out[path] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError (one line) at the first invalid value or combination."""
+  for path, allowed in _CHOICES.items():
+    value = get(config, path)
+    if value not in allowed:
+      raise UserError(f"config.{path}={value!r} is not allowed; choose one of "
+                      f"{', '.join(allowed)}")
+  for path, (low, inclusive) in _MINIMA.items():
+    value = get(config, path)
+    if value is None:
+      continue
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+      raise UserError(f"config.{path}={value!r} must be a number")
+    if value < low or (value == low and not inclusive):
+      raise UserError(f"config.{path}={value!r} is out of range; it must be "
+                      f"{'>=' if inclusive else '>'} {low}")
+  for path in ("model.encoder_hidden", "model.decoder_hidden"):
+    sizes = get(config, path)
+    if not all(isinstance(s, int) and s >= 1 for s in sizes):
+      raise UserError(f"config.{path}={sizes!r} must be a tuple of positive layer sizes, "
+                      "e.g. (512, 256), or () for none")
+  for is_invalid, message in _INVALID_COMBINATIONS:
+    if is_invalid(config):
+      raise UserError(message)
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """Flat fields that differ between two flattened configs, safe ones excluded."""
+  keys = sorted(set(old) | set(new))
+  changed = [k for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>")]
+  return [k for k in changed if not any(k == s or (s.endswith(".") and k.startswith(s))
+                                        for s in SAFE_TO_CHANGE)]

@@ -1,0 +1,9 @@
+"""The one exception type that entry points turn into a single error line."""
+
+
+class UserError(Exception):
+  """A mistake the user can fix (config, data, workdir, checkpoint).
+
+  The message is one line that names the problem and the fix; scripts print it
+  as `error: <message>` and exit with status 2, without a traceback.
+  """

@@ -1,0 +1,95 @@
+"""The workdir of a run: its files, its config record, and `load_run`.
+
+  DIR/config.json     resolved config, data spec, provenance
+  DIR/metrics.jsonl   one JSON object per log step
+  DIR/tensorboard/    event files
+  DIR/checkpoints/    latest steps (orbax), DIR/best/ the best by validation ELBO
+  DIR/images/         PNG grids
+  DIR/eval.json       the final test evaluation
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from vae_jax.errors import UserError
+
+CONFIG_FILE, EVAL_FILE, METRICS_FILE = "config.json", "eval.json", "metrics.jsonl"
+
+
+def check_writable(workdir: str) -> None:
+  """Fails early, with one line, when `workdir` cannot hold a run."""
+  probe = os.path.join(workdir, ".write_probe")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror or e}); choose "
+                    "another --workdir") from None
+
+
+def read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path} is not valid JSON ({e}); restore it or use a new --workdir"
+                    ) from None
+
+
+def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in d.items():
+    if isinstance(value, dict):
+      out.update(flatten_dict(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json())
+
+
+@dataclasses.dataclass
+class Run:
+  """A run as a notebook sees it: config, parameters, metrics and evaluation."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  data_spec: Any
+  model: Any
+  params: Any
+  step: int
+  metrics: list[dict]
+  evaluation: dict | None
+
+
+def load_run(workdir: str, checkpoint: str = "best") -> Run:
+  """Loads the run in `workdir`; `checkpoint` is 'best' or 'latest'."""
+  from vae_jax import checkpoints, data, model, writers  # Deferred: JAX and orbax.
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{workdir!r} holds no run ({CONFIG_FILE} missing); give the --workdir "
+                    "of a training run")
+  record = read_json(path)
+  config = ml_collections.ConfigDict(record["config"])
+  spec = data.DataSpec(tuple(record["data_spec"]["image_shape"]),
+                       record["data_spec"]["num_levels"], record["data_spec"]["dequantized"])
+  directory = os.path.join(workdir, "best" if checkpoint == "best" else "checkpoints")
+  ckpts = checkpoints.Checkpoints(directory, max_to_keep=1_000_000)
+  step = ckpts.latest_step()
+  if step is None:
+    raise UserError(f"no {checkpoint} checkpoint in {directory}; train first or pick "
+                    "another checkpoint")
+  state, _ = ckpts.restore(step)
+  ckpts.close()
+  eval_path = os.path.join(workdir, EVAL_FILE)
+  return Run(workdir=workdir, config=config, data_spec=spec,
+             model=model.build(config.model, spec), params=state["params"], step=step,
+             metrics=writers.read_jsonl(os.path.join(workdir, METRICS_FILE)),
+             evaluation=read_json(eval_path) if os.path.exists(eval_path) else None)

@@ -1,0 +1,275 @@
+"""Training: the train state, the jitted multi-step update, the loop and resume.
+
+The update is a pure function `(state, train_images, batch_indices) -> (state,
+metrics)`: it runs `steps_per_dispatch` steps in one `lax.scan` on the device,
+with the training set resident there and the state donated. Step s draws its
+randomness from fold_in(key, s) and its batch from the (seed, epoch)
+permutation, so a run resumed from a checkpoint repeats the uninterrupted one
+bit for bit (same machine and software).
+"""
+
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from vae_jax import backend, checkpoints, evaluation, plots, provenance, runs, writers
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import model as model_lib
+from vae_jax.errors import UserError
+from vae_jax.objectives import Objective
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optax optimiser of `config.optimizer`, with its schedule and clipping."""
+  if c.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps,
+                                            c.warmup_steps + c.decay_steps)
+  elif c.warmup_steps:
+    lr = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
+  else:
+    lr = c.learning_rate
+  opt = {"adam": lambda: optax.adam(lr),
+         "adamw": lambda: optax.adamw(lr, weight_decay=c.weight_decay),
+         "sgd": lambda: optax.sgd(lr)}[c.name]()
+  if c.grad_clip_norm is not None:
+    opt = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), opt)
+  return opt
+
+
+def make_update(model: model_lib.VAE, objective: Objective,
+                optimizer: optax.GradientTransformation,
+                transform: Callable[[jax.Array, jax.Array], jax.Array],
+                key: jax.Array) -> Callable:
+  """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,))."""
+
+  def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
+    data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
+    x = transform(train_images[batch_idx], data_rng)
+    loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
+    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates),
+                           opt_state)
+    return new_state, metrics
+
+  def multi_step(state, train_images, indices):
+    return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
+
+  return jax.jit(multi_step, donate_argnums=(0,))
+
+
+def next_boundary(step: int, t: ml_collections.ConfigDict, total: int) -> int:
+  """Where the dispatch starting at `step` ends: a function of `step` alone, so a
+  resumed run cuts its steps into the same scans as the uninterrupted run."""
+  end = total
+  for every in (t.steps_per_dispatch, t.log_every_steps, t.eval_every_steps,
+                t.checkpoint_every_steps):
+    end = min(end, (step // every + 1) * every)
+  return end
+
+
+def num_train_steps(t: ml_collections.ConfigDict, num_train: int) -> int:
+  steps_per_epoch = num_train // t.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f"train.batch_size={t.batch_size} exceeds the {num_train} training "
+                    f"examples; lower it to at most {num_train}")
+  return t.num_steps if t.num_steps is not None else t.num_epochs * steps_per_epoch
+
+
+def _check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(workdir, runs.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  old = runs.flatten_dict(runs.read_json(path)["config"])
+  changed = config_lib.changed_fields(old, config_lib.flatten(config))
+  if changed:
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {config_lib.flatten(config).get(k)!r})"
+                      for k in changed[:5])
+    raise UserError(f"workdir {workdir!r} holds a run with a different config: {shown}; use "
+                    "a new --workdir, or the same config to resume")
+
+
+def _image_grids(model, params, test_images, z) -> dict[str, np.ndarray]:
+  """Reconstructions (rows of inputs above their reconstructions) and samples at
+  fixed z from the prior, all as E[x|z] in [0, 1]."""
+  n = min(len(test_images), z.shape[0] // 2)
+  x = jnp.asarray(test_images[:n])
+  q_mean = jax.vmap(lambda xi: model.encode(params, xi).mean)(x)
+  recon = np.asarray(model.mean_image(params, q_mean))
+  shown = np.asarray(x) * model.input_scale
+  cols = min(n, 8)
+  rows = []
+  for start in range(0, n, cols):
+    rows += [shown[start:start + cols], recon[start:start + cols]]
+  return {"reconstructions": plots.image_grid(np.concatenate(rows), cols),
+          "samples": plots.image_grid(np.asarray(model.mean_image(params, z)))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the VAE of `config` in `workdir` (resuming if possible), then evaluates
+  the best checkpoint on the test split once; returns eval.json's contents."""
+  config_lib.validate(config)
+  device = backend.select_device(config.backend)
+  runs.check_writable(workdir)
+  _check_config_unchanged(workdir, config)
+  with jax.default_device(device):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  t = config.train
+  data = data_lib.load(config.data, config.model.likelihood)
+  model = model_lib.build(config.model, data.spec)
+  objective = Objective.from_config(config.objective)
+  optimizer = build_optimizer(config.optimizer)
+  total_steps = num_train_steps(t, len(data.train))
+
+  init_key, train_key, eval_key, image_key = jax.random.split(jax.random.key(config.seed), 4)
+  params = model.init(init_key)
+  state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params))
+  latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
+  env = provenance.environment()
+  meta = {"best_elbo": -math.inf, "best_step": None}
+  start = latest.latest_step() or 0
+  if start:
+    state, meta = latest.restore(start, like=state)
+    if meta.get("environment") != env:
+      warnings.warn(f"resuming step {start} in a different environment "
+                    f"({meta.get('environment')} -> {env}): results may differ in the last "
+                    "bits from an uninterrupted run")
+  record = {"config": runs.config_to_dict(config), "data_spec": {
+      "image_shape": list(data.spec.image_shape), "num_levels": data.spec.num_levels,
+      "dequantized": data.spec.dequantized}, "num_train_examples": len(data.train),
+      "total_steps": total_steps, "provenance": provenance.provenance()}
+  writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
+                            json.dumps(record, indent=2) + "\n")
+  eval_path = os.path.join(workdir, runs.EVAL_FILE)
+  if start >= total_steps and os.path.exists(eval_path):
+    print(f"run in {workdir} already finished at step {start}; results in {eval_path}")
+    return runs.read_json(eval_path)
+
+  writer = writers.MetricWriter(workdir, resume_step=start)
+  estimator = evaluation.make_estimator(model, elbo_samples=config.eval.elbo_samples,
+                                        analytic_kl=True, num_importance_samples=0, chunk=1)
+  fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
+
+  def validate_and_select(state: TrainState, step: int) -> dict:
+    val = evaluation.evaluate(model, state.params, data.validation, eval_key,
+                              batch_size=config.eval.batch_size,
+                              elbo_samples=config.eval.elbo_samples, analytic_kl=True,
+                              estimator=estimator)
+    if val["elbo"]["value"] > meta["best_elbo"]:
+      meta.update(best_elbo=val["elbo"]["value"], best_step=step)
+      best.save(step, state, dict(meta, environment=env))
+    writer.write_images(step, _image_grids(model, state.params, data.test, fixed_z))
+    return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
+            "val_distortion": val["distortion"]}
+
+  if start < total_steps:
+    update = make_update(model, objective, optimizer,
+                         data_lib.train_transform(data.train_transform, data.raw_levels),
+                         train_key)
+    train_images = jax.device_put(data.train)
+    pending: list[dict] = []
+    step, last_log_step, last_log_time = start, start, time.time()
+    bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", disable=not t.progress_bar,
+                    file=sys.stderr, dynamic_ncols=True)
+    while step < total_steps:
+      end = next_boundary(step, t, total_steps)
+      indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
+                                       t.batch_size)
+      state, metrics = update(state, train_images, indices)
+      pending.append(metrics)
+      bar.update(end - step)
+      step = end
+      is_log = step % t.log_every_steps == 0 or step == total_steps
+      is_eval = step % t.eval_every_steps == 0 or step == total_steps
+      is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps
+      if not (is_log or is_eval or is_ckpt):
+        continue
+      # Everything written from here on depends on this state: check it first.
+      host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)])
+              for k in pending[0]}
+      pending.clear()
+      bad = np.flatnonzero(~np.isfinite(host["loss"]))
+      if bad.size:
+        first_bad = step - len(host["loss"]) + int(bad[0]) + 1
+        raise UserError(f"the loss became {host['loss'][bad[0]]} at step {first_bad}; the "
+                        f"checkpoint of step {latest.latest_step() or 0} is intact; lower "
+                        "optimizer.learning_rate or set optimizer.grad_clip_norm")
+      row = {k: float(np.mean(v)) for k, v in host.items()}
+      row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
+                                 / (time.time() - last_log_time))
+      last_log_step = step
+      if is_eval:
+        row.update(validate_and_select(state, step))
+      if is_log or is_eval:
+        writer.write_scalars(step, row)
+        bar.set_postfix(loss=f"{row['loss']:.2f}", ex_per_s=f"{row['examples_per_sec']:.0f}")
+      if is_ckpt:
+        latest.save(step, state, dict(meta, environment=env))
+      last_log_time = time.time()  # examples/s counts training, not eval or saving
+    bar.close()
+
+  # The test split is evaluated once, on the checkpoint chosen by validation.
+  best_step = best.latest_step()
+  best_state, _ = best.restore(best_step, like=state)
+  test = evaluation.evaluate(
+      model, best_state.params, data.test, jax.random.fold_in(eval_key, 1),
+      batch_size=config.eval.batch_size, elbo_samples=config.eval.elbo_samples,
+      analytic_kl=True, num_importance_samples=config.eval.num_importance_samples,
+      chunk=config.eval.importance_chunk)
+  grids = _image_grids(model, best_state.params, data.test, fixed_z)
+  os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+  for name, grid in grids.items():
+    plots.save_png(os.path.join(workdir, "images", f"{name}.png"), grid)
+  result = {"split": "test", "checkpoint": "best", "step": int(best_step),
+            "validation_elbo": meta["best_elbo"], "test": test,
+            "provenance": provenance.provenance()}
+  writer.write_scalars(total_steps, {"test_elbo": test["elbo"]["value"],
+                                     "test_nll": test["nll"]["value"],
+                                     "test_nll_bits_per_dim": test["nll"]["bits_per_dim"]})
+  writer.close()
+  latest.close()
+  best.close()
+  writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
+  print(format_evaluation(result))
+  return result
+
+
+def _fmt(name: str, s: dict, unit: str = "nats") -> str:
+  mc = "n/a" if s["mc_err"] is None else f"{s['mc_err']:.3f}"
+  return (f"{name}: {s['value']:.3f} {unit} (± {s['se']:.3f} across examples, ± {mc} Monte "
+          f"Carlo) = {s['bits_per_dim']:.4f} bits/dim")
+
+
+def format_evaluation(result: dict) -> str:
+  test = result["test"]
+  lines = [f"{result['split']} split, {test['num_examples']} examples, {result['checkpoint']} "
+           f"checkpoint (step {result['step']}):",
+           "  " + _fmt(f"ELBO ({test['elbo_samples']} z samples per example)", test["elbo"])]
+  if "nll" in test:
+    lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
+                             f"{test['num_importance_samples']}", test["nll"]))
+  lines.append(f"  rate {test['rate']:.3f} nats, distortion {test['distortion']:.3f} nats")
+  return "\n".join(lines)
