@@ -6,7 +6,13 @@ from vae_jax.errors import UserError
 
 
 def select_device(backend: str) -> jax.Device:
-  """The first device of `backend` ('cpu', 'gpu' or 'tpu'), or a UserError."""
+  """The first device of `backend` ('cpu', 'gpu' or 'tpu'), or a UserError.
+
+  For 'cpu', JAX is told before it starts not to probe (or reserve memory on)
+  accelerators; once JAX's backends are up this has no effect, and is harmless.
+  """
+  if backend == "cpu" and not jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+    jax.config.update("jax_platforms", "cpu")
   try:
     devices = jax.devices(backend)
   except RuntimeError:

@@ -5,13 +5,14 @@ dimensions, with its exact normaliser: the numbers are real log-probabilities
 (or log-densities) in nats. Inputs broadcast, so a leading sample axis works.
 """
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _sum_event(x: jax.Array, event_ndim: int) -> jax.Array:

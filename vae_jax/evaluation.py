@@ -120,3 +120,32 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
                              sign=-1.0)
     result["num_importance_samples"] = num_importance_samples
   return result
+
+
+def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
+                 num_importance_samples: int | None = None, chunk: int | None = None,
+                 seed: int = 0) -> str:
+  """Evaluates a saved run again, writes eval_<split>_<checkpoint>_k<k>.json and
+  returns the printed summary."""
+  import json
+  import os
+
+  from vae_jax import backend, provenance, runs, train, writers
+  from vae_jax.errors import UserError
+  run = runs.load_run(workdir, checkpoint)
+  c = run.config
+  k = num_importance_samples or c.eval.num_importance_samples
+  if k < 1 or (chunk is not None and chunk < 1):
+    raise UserError("--num_samples and --chunk must be >= 1")
+  with jax.default_device(backend.select_device(c.backend)):
+    d = data_lib.load(c.data, c.model.likelihood)
+    images = d.test if split == "test" else d.validation
+    result = evaluate(run.model, run.params, images, jax.random.key(seed),
+                      batch_size=c.eval.batch_size, elbo_samples=c.eval.elbo_samples,
+                      analytic_kl=True, num_importance_samples=k,
+                      chunk=chunk or c.eval.importance_chunk)
+  out = {"split": split, "checkpoint": checkpoint, "step": run.step, "test": result,
+         "seed": seed, "provenance": provenance.provenance()}
+  path = os.path.join(workdir, f"eval_{split}_{checkpoint}_k{k}.json")
+  writers.atomic_write_text(path, json.dumps(out, indent=2) + "\n")
+  return train.format_evaluation(out) + f"\nwritten to {path}"

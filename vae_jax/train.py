@@ -247,8 +247,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             "validation_elbo": meta["best_elbo"], "test": test,
             "provenance": provenance.provenance()}
   writer.write_scalars(total_steps, {"test_elbo": test["elbo"]["value"],
-                                     "test_nll": test["nll"]["value"],
-                                     "test_nll_bits_per_dim": test["nll"]["bits_per_dim"]})
+                                     "test_nll": test["nll"]["value"]}, jsonl=False)
   writer.close()
   latest.close()
   best.close()

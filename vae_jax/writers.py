@@ -66,10 +66,12 @@ class MetricWriter:
   def _add_event(self, event) -> None:
     self._tb.write(event.SerializeToString())
 
-  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
-    row = {"step": int(step), **{k: _jsonable(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(row) + "\n")
-    self._jsonl.flush()
+  def write_scalars(self, step: int, scalars: dict[str, float], jsonl: bool = True) -> None:
+    """One row per step in metrics.jsonl (jsonl=False: TensorBoard only)."""
+    if jsonl:
+      row = {"step": int(step), **{k: _jsonable(v) for k, v in scalars.items()}}
+      self._jsonl.write(json.dumps(row) + "\n")
+      self._jsonl.flush()
     values = [self._summary_pb2.Summary.Value(tag=k, simple_value=float(v))
               for k, v in scalars.items()]
     self._add_event(self._event_pb2.Event(
