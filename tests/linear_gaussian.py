@@ -6,7 +6,6 @@ the library's linear encoder can represent it exactly.
 """
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from scipy import stats
 

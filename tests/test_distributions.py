@@ -17,12 +17,12 @@ def test_bernoulli_matches_scipy_and_is_finite_at_extreme_logits():
   x = np.array([1, 0, 1, 0, 1, 1, 0], np.float32)
   p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
   expected = stats.bernoulli.logpmf(x, p)
-  got = np.asarray([D.bernoulli_log_prob(l, xi, 0) for l, xi in zip(logits, x)])
+  got = np.asarray([D.bernoulli_log_prob(lg, xi, 0) for lg, xi in zip(logits, x)])
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   # Beyond, the wrong outcome has log-probability -|l| - log1p(e^-|l|) exactly.
-  for l in (30.0, 100.0, 1e4):
-    got = D.bernoulli_log_prob(jnp.array([l, -l]), jnp.array([0.0, 1.0]), 1)
-    np.testing.assert_allclose(got, 2 * (-l - np.log1p(np.exp(-l))), rtol=1e-6)
+  for big in (30.0, 100.0, 1e4):
+    got = D.bernoulli_log_prob(jnp.array([big, -big]), jnp.array([0.0, 1.0]), 1)
+    np.testing.assert_allclose(got, 2 * (-big - np.log1p(np.exp(-big))), rtol=1e-6)
 
 
 def test_gaussian_matches_scipy():

@@ -9,10 +9,10 @@ import difflib
 import importlib.util
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from absl import app, flags, logging
 import ml_collections
+from absl import app, flags, logging
 
 from vae_jax.errors import UserError
 

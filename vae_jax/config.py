@@ -7,7 +7,8 @@ values, ranges and combinations; each failure is one `UserError` line naming
 the field and what is allowed.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from ml_collections import config_dict

@@ -14,7 +14,7 @@ examples, which is what makes resumed runs exact.
 import dataclasses
 import os
 import socket
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -238,7 +238,7 @@ def _check_data_fits_likelihood(levels, c, likelihood):
     raise UserError(f"likelihood {likelihood!r} needs integer pixels but data.name={c.name!r} "
                     "is continuous; use model.likelihood=gaussian")
   if likelihood == "gaussian" and levels is not None and not c.dequantize:
-    raise UserError(f"a Gaussian likelihood on discrete pixels gives no valid log-likelihood;"
+    raise UserError("a Gaussian likelihood on discrete pixels gives no valid log-likelihood;"
                     " set --config.data.dequantize=True")
   if c.dequantize and levels is None:
     raise UserError("data.dequantize=True needs integer pixels; the data are continuous")

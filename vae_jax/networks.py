@@ -4,7 +4,7 @@ Networks map flat vectors to flat vectors and know nothing about likelihoods
 or losses; `model.py` reshapes and interprets their outputs.
 """
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -131,8 +132,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   device = backend.select_device(config.backend)
   runs.check_writable(workdir)
   _check_config_unchanged(workdir, config)
-  with jax.default_device(device):
-    return _train_and_evaluate(config, workdir)
+  try:
+    with jax.default_device(device):
+      return _train_and_evaluate(config, workdir)
+  except OSError as e:  # a full disk or a path blocked mid-run: say where, keep the rest
+    steps = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1).steps()
+    kept = f"the checkpoint of step {steps[-1]} is intact" if steps else "no checkpoint yet"
+    raise UserError(f"could not write {e.filename or workdir!r} ({e.strerror or e}); {kept};"
+                    " free disk space or choose another --workdir") from None
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -156,7 +163,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if meta.get("environment") != env:
       warnings.warn(f"resuming step {start} in a different environment "
                     f"({meta.get('environment')} -> {env}): results may differ in the last "
-                    "bits from an uninterrupted run")
+                    "bits from an uninterrupted run", stacklevel=2)
   record = {"config": runs.config_to_dict(config), "data_spec": {
       "image_shape": list(data.spec.image_shape), "num_levels": data.spec.num_levels,
       "dequantized": data.spec.dequantized}, "num_train_examples": len(data.train),

@@ -1,0 +1,132 @@
+"""Configs: every shipped experiment builds; every mistake is one line."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vae_jax import config as config_lib
+from vae_jax import data, model
+from vae_jax.errors import UserError
+
+from conftest import ROOT, experiment
+
+EXPERIMENTS = sorted(os.path.basename(p)[:-3]
+                     for p in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+# The image shape each experiment's data have, to build its model without data.
+SHAPES = {"digits": (8, 8, 1), "flax_vae_binarized_mnist": (28, 28, 1),
+          "mnist_dynamic": (28, 28, 1)}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("arg", [None, "small"])
+def test_every_experiment_validates_and_builds(name, arg):
+  c = experiment(name, arg)
+  config_lib.validate(c)
+  levels = 2 if c.model.likelihood == "bernoulli" else 17
+  vae = model.build(c.model, data.DataSpec(SHAPES[name], levels))
+  assert vae.latent_dim == c.model.latent_dim
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("model.latent_dim", 0, "config.model.latent_dim=0 is out of range"),
+    ("optimizer.learning_rate", 0.0, "must be > 0"),
+    ("objective.beta", -1.0, "objective.beta=-1.0 is out of range"),
+    ("data.name", "imagenet", "choose one of digits, npz"),
+    ("model.likelihood", "poisson", "config.model.likelihood='poisson'"),
+    ("backend", "metal", "choose one of cpu, gpu, tpu"),
+    ("train.batch_size", "64", "must be a number"),
+    ("model.encoder_hidden", (0,), "positive layer sizes"),
+])
+def test_validate_names_the_field(path, value, message):
+  c = config_lib.default()
+  *parents, leaf = path.split(".")
+  node = c
+  for p in parents:
+    node = node[p]
+  with node.ignore_type():
+    node[leaf] = value
+  with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    config_lib.validate(c)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"objective.name": "iwae", "objective.kl": "mc", "objective.beta": 0.5}, "β-weighting"),
+    ({"objective.name": "iwae"}, "set objective.kl=mc"),
+    ({"objective.name": "iwae", "objective.kl": "mc", "objective.kl_warmup_steps": 10},
+     "warm-up"),
+    ({"objective.name": "iwae", "objective.kl": "mc", "objective.free_bits": 0.5},
+     "free bits act"),
+    ({"objective.free_bits": 0.5, "objective.kl": "mc"}, "free bits clamp"),
+    ({"data.dequantize": True}, "dequantised pixels are continuous"),
+    ({"data.binarize": "dynamic"}, "binary pixels need"),
+    ({"data.name": "npz"}, "needs data.path"),
+    ({"optimizer.schedule": "cosine"}, "needs optimizer.decay_steps"),
+    ({"optimizer.weight_decay": 0.1}, "needs optimizer.name=adamw"),
+])
+def test_invalid_combinations_are_refused(overrides, message):
+  c = config_lib.default()
+  for path, value in overrides.items():
+    section, leaf = path.split(".")
+    c[section][leaf] = value
+  with pytest.raises(UserError, match=message):
+    config_lib.validate(c)
+
+
+def test_valid_combinations_pass():
+  c = config_lib.default()
+  c.objective.name, c.objective.kl, c.objective.num_samples = "iwae", "mc", 5
+  config_lib.validate(c)
+  c = config_lib.default()
+  c.objective.beta, c.objective.kl_warmup_steps, c.objective.free_bits = 4.0, 100, 0.1
+  config_lib.validate(c)
+
+
+def test_changed_fields_ignores_safe_ones():
+  old = config_lib.flatten(config_lib.default())
+  new_config = config_lib.default()
+  new_config.train.num_steps = 99
+  new_config.eval.num_importance_samples = 7
+  assert config_lib.changed_fields(old, config_lib.flatten(new_config)) == []
+  new_config.model.latent_dim = 3
+  new_config.seed = 4
+  assert config_lib.changed_fields(old, config_lib.flatten(new_config)) == [
+      "model.latent_dim", "seed"]
+
+
+def _train_cli(*args, workdir="/nonexistent-never-created"):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args,
+       f"--workdir={workdir}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.model.latnt_dim=3"],
+     "unknown config field config.model.latnt_dim; did you mean config.model.latent_dim?"),
+    (["--config.modl.latent_dim=3"], "unknown config field config.modl"),
+    (["--config.model.latent_dim=abc"], "--config.model.latent_dim=abc"),
+    (["--config.model.latent_dim=-2"], "config.model.latent_dim=-2 is out of range"),
+    (["--config.objective.name=iwae"], "set objective.kl=mc"),
+    (["--config.backend=gpu"], "config.backend='gpu' but JAX finds only cpu"),
+    (["--config=experiments/nope.py"], "config file 'experiments/nope.py' not found"),
+])
+def test_cli_config_mistakes_are_one_line(args, message):
+  if not any(a.startswith("--config=") for a in args):
+    args = ["--config=experiments/digits.py:small", *args]
+  out = _train_cli(*args)
+  assert out.returncode == 2, out.stderr
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1, out.stderr
+  assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+def test_cli_unwritable_workdir_is_one_line(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("a regular file: nothing can be created under it, even by root")
+  out = _train_cli("--config=experiments/digits.py:small", workdir=str(blocker / "run"))
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: workdir '{blocker / 'run'}' is not writable (Not a directory); choose "
+      "another --workdir"]

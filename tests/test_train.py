@@ -1,0 +1,197 @@
+"""Training end to end: small runs of every shipped config, the workdir's
+files, resume, and failures that must leave earlier results intact."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vae_jax import runs, train
+from vae_jax.errors import UserError
+
+from conftest import ROOT, experiment
+
+
+def _leaves_equal(a, b) -> bool:
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """One small digits run shared by the read-only checks below."""
+  workdir = str(tmp_path_factory.mktemp("digits"))
+  result = train.train_and_evaluate(experiment("digits"), workdir)
+  return workdir, result
+
+
+def test_digits_run_writes_every_artefact(digits_run):
+  workdir, result = digits_run
+  assert sorted(os.listdir(workdir)) == ["best", "checkpoints", "config.json", "eval.json",
+                                         "images", "metrics.jsonl", "tensorboard"]
+  record = json.load(open(os.path.join(workdir, "config.json")))
+  prov = record["provenance"]
+  for key in ("git_commit", "git_dirty", "packages", "xla_flags", "device_kind", "jax"):
+    assert key in prov
+  assert record["config"]["model"]["latent_dim"] == 8
+  test = json.load(open(os.path.join(workdir, "eval.json")))["test"]
+  assert test == result["test"]
+  assert test["num_examples"] == 300 and test["num_importance_samples"] == 20
+  # log p(x) ≥ ELBO in expectation: the IS estimate sits above the ELBO.
+  assert -test["nll"]["value"] > test["elbo"]["value"]
+  np.testing.assert_allclose(test["nll"]["bits_per_dim"],
+                             test["nll"]["value"] / (64 * np.log(2)), rtol=1e-9)
+  metrics = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  steps = [r["step"] for r in metrics]
+  assert steps == sorted(set(steps)) == [10, 20, 30, 40]
+  for r in metrics:
+    np.testing.assert_allclose(r["elbo"], r["recon"] - r["kl"], rtol=1e-5)
+    assert r["examples_per_sec"] > 0
+  assert "val_elbo" in metrics[1] and "val_elbo" not in metrics[0]
+
+
+def test_tensorboard_events_read_back(digits_run):
+  from tensorboard.backend.event_processing import event_accumulator
+  workdir, _ = digits_run
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("elbo")] == [10, 20, 30, 40]
+  assert "samples" in acc.Tags()["images"] and "reconstructions" in acc.Tags()["images"]
+  jsonl = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  np.testing.assert_allclose([e.value for e in acc.Scalars("loss")],
+                             [r["loss"] for r in jsonl], rtol=1e-6)
+
+
+def test_images_are_pngs_of_the_right_size(digits_run):
+  from PIL import Image
+  workdir, _ = digits_run
+  recon = Image.open(os.path.join(workdir, "images", "reconstructions.png"))
+  samples = Image.open(os.path.join(workdir, "images", "samples.png"))
+  # 32 test digits, 8 per row, each row above its reconstructions: 8 rows of 8
+  # images of 8×8 with 1-pixel borders, enlarged 4 times.
+  assert recon.size == (4 * (8 * 9 + 1), 4 * (8 * 9 + 1))
+  assert samples.size == (4 * (8 * 9 + 1),) * 2
+
+
+def test_load_run_and_finished_rerun(digits_run, capsys):
+  workdir, result = digits_run
+  run = runs.load_run(workdir)
+  assert run.step == result["step"] and run.evaluation == json.load(
+      open(os.path.join(workdir, "eval.json")))
+  assert run.config.model.latent_dim == 8 and len(run.metrics) == 4
+  x = np.zeros((8, 8, 1), np.float32)
+  assert run.model.encode(run.params, x).mean.shape == (8,)
+  again = train.train_and_evaluate(experiment("digits"), workdir)
+  assert "already finished at step 40" in capsys.readouterr().out
+  assert again == json.load(open(os.path.join(workdir, "eval.json")))
+
+
+def test_changed_config_is_refused_naming_fields(digits_run):
+  workdir, _ = digits_run
+  c = experiment("digits")
+  c.model.latent_dim, c.optimizer.learning_rate = 3, 0.01
+  with pytest.raises(UserError, match=r"different config: model\.latent_dim \(8 -> 3\), "
+                                      r"optimizer\.learning_rate"):
+    train.train_and_evaluate(c, workdir)
+
+
+def test_flax_example_config_under_mocked_tfds(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=16, max_value=2):
+    result = train.train_and_evaluate(experiment("flax_vae_binarized_mnist"), str(tmp_path))
+  assert result["test"]["num_examples"] == 16
+  assert np.isfinite(result["test"]["nll"]["value"])
+
+
+def test_mnist_dynamic_config_from_tfds_mock_and_from_npz(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=24):
+    result = train.train_and_evaluate(experiment("mnist_dynamic"), str(tmp_path / "tfds"))
+  assert result["test"]["num_examples"] == 24
+  path = tmp_path / "train.npz"
+  rng = np.random.default_rng(0)
+  np.savez(path, image=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+           label=rng.integers(0, 10, 40))
+  c = experiment("mnist_dynamic", "npz,small")
+  c.data.path = str(path)
+  result = train.train_and_evaluate(c, str(tmp_path / "npz"))
+  assert result["test"]["num_examples"] == 8  # the last 8 of 40 held out as test
+
+
+def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path):
+  c = experiment("digits")
+  c.optimizer.name, c.optimizer.learning_rate = "sgd", 1e30
+  c.train.checkpoint_every_steps = 1
+  c.train.steps_per_dispatch = 1
+  c.train.log_every_steps = 1
+  with pytest.raises(UserError, match=r"the loss became nan at step \d+; the checkpoint of "
+                                      r"step \d+ is intact"):
+    train.train_and_evaluate(c, str(tmp_path))
+  steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+  assert steps, "the last good checkpoint must remain"
+
+
+def test_write_failure_mid_run_keeps_checkpoints(tmp_path):
+  c = experiment("digits")
+  c.train.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path))
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  (tmp_path / "images").rename(tmp_path / "images_old")
+  (tmp_path / "images").write_text("a file where a directory must go")
+  c.train.num_steps = 40  # a safe change: resume and train on
+  with pytest.raises(UserError, match=r"could not write .*images.*; the checkpoint of step "
+                                      r"40 is intact"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert set(before) <= set(os.listdir(tmp_path / "checkpoints"))
+
+
+def _cli(workdir, *overrides):
+  env = dict(os.environ, PYTHONHASHSEED="0")
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+       "--config=experiments/digits.py:small", f"--workdir={workdir}",
+       "--config.train.progress_bar=False", *overrides],
+      capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+
+
+def test_resume_is_bitwise_identical_to_uninterrupted_run(tmp_path):
+  """Both runs spawned with the same environment; the interrupted one stops at
+  step 25 (mid-epoch, between checkpoints of 20 and at a scan boundary of its
+  own), and is resumed to 60 by the same command with more steps."""
+  full, split = tmp_path / "full", tmp_path / "split"
+  assert _cli(full, "--config.train.num_steps=60").returncode == 0
+  first = _cli(split, "--config.train.num_steps=25")
+  assert first.returncode == 0, first.stderr
+  second = _cli(split, "--config.train.num_steps=60")
+  assert second.returncode == 0, second.stderr
+  a, b = runs.load_run(str(full), "latest"), runs.load_run(str(split), "latest")
+  assert a.step == b.step == 60
+  assert _leaves_equal(a.params, b.params)
+  # No step twice: the interrupted run's own last row (25) stays, nothing repeats.
+  assert [r["step"] for r in b.metrics] == [10, 20, 25, 30, 40, 50, 60]
+  # Rows averaging the same steps in both runs are identical (30 averages 21..30
+  # in one and 26..30 in the other).
+  by_step = {r["step"]: r for r in b.metrics}
+  for row in a.metrics:
+    if row["step"] != 30:
+      assert row["loss"] == by_step[row["step"]]["loss"]
+  assert json.load(open(full / "eval.json"))["test"] == json.load(
+      open(split / "eval.json"))["test"]
+
+
+def test_evaluate_script_on_a_run(digits_run, tmp_path):
+  workdir, _ = digits_run
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), f"--workdir={workdir}",
+       "--num_samples=30", "--chunk=7"], capture_output=True, text=True, timeout=300,
+      cwd=ROOT)
+  assert out.returncode == 0, out.stderr
+  assert "importance-sampled with k=30" in out.stdout and "Monte Carlo" in out.stdout
+  written = json.load(open(os.path.join(workdir, "eval_test_best_k30.json")))
+  assert written["test"]["num_importance_samples"] == 30
+  assert json.load(open(os.path.join(workdir, "eval.json")))["test"][
+      "num_importance_samples"] == 20  # training's evaluation is left as it was
