@@ -19,11 +19,5 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every_steps = 1000
   c.eval.num_importance_samples = 1000
   if arg == "small":  # seconds: the form tests and smoke runs use
-    c.train.num_epochs = 2
-    c.train.log_every_steps = 10
-    c.train.eval_every_steps = 20
-    c.train.checkpoint_every_steps = 20
-    c.eval.num_importance_samples = 20
-    c.eval.importance_chunk = 8
-    c.eval.elbo_samples = 2
+    config_lib.small_form(c, num_steps=40, batch_size=64, every=10, num_importance_samples=20)
   return c

@@ -34,13 +34,6 @@ def get_config(arg: str | None = None):
   if "small" in args:
     c.data.test_size = 8
     c.data.validation_size = 8
-    c.train.batch_size = 8
-    c.train.num_steps = 10
-    c.train.log_every_steps = 5
-    c.train.eval_every_steps = 5
-    c.train.checkpoint_every_steps = 5
+    config_lib.small_form(c, num_steps=10, batch_size=8, every=5)
     c.eval.batch_size = 8
-    c.eval.num_importance_samples = 4
-    c.eval.importance_chunk = 2
-    c.eval.elbo_samples = 2
   return c

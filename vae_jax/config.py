@@ -86,6 +86,19 @@ def default() -> ml_collections.ConfigDict:
   return c
 
 
+def small_form(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
+               every: int, num_importance_samples: int = 4) -> ml_collections.ConfigDict:
+  """Shrinks an experiment to seconds (big_vision's `runlocal`): for tests and
+  smoke runs. Logs every `every` steps, evaluates and checkpoints at 2×`every`."""
+  c.train.num_steps, c.train.batch_size = num_steps, batch_size
+  c.train.log_every_steps = every
+  c.train.eval_every_steps = c.train.checkpoint_every_steps = 2 * every
+  c.eval.num_importance_samples = num_importance_samples
+  c.eval.importance_chunk = max(1, num_importance_samples // 3)
+  c.eval.elbo_samples = 2
+  return c
+
+
 # Fields a resumed run may change without changing what it computes.
 SAFE_TO_CHANGE = ("train.num_epochs", "train.num_steps", "train.progress_bar",
                   "train.keep_checkpoints", "eval.")
