@@ -20,11 +20,13 @@ def _sum_event(x: jax.Array, event_ndim: int) -> jax.Array:
 
 
 def bernoulli_log_prob(logits: jax.Array, x: jax.Array, event_ndim: int) -> jax.Array:
-  """log Bern(x | sigmoid(logits)) = x log σ(l) + (1 - x) log σ(-l).
+  """log Bern(x | sigmoid(logits)) = x log σ(l) + (1 - x) log σ(-l) = x l - softplus(l).
 
-  Written with log σ, which is finite for every finite logit (no log(0)).
+  The last form needs one transcendental per pixel instead of two (it is a
+  visible part of a train step on a CPU) and, with a stable softplus, is
+  finite for every finite logit (no log(0)).
   """
-  lp = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+  lp = x * logits - jax.nn.softplus(logits)
   return _sum_event(lp, event_ndim)
 
 
