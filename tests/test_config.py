@@ -129,4 +129,4 @@ def test_cli_unwritable_workdir_is_one_line(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [
       f"error: workdir '{blocker / 'run'}' is not writable (Not a directory); choose "
-      "another --workdir"]
+      "another --workdir or make it writable"]

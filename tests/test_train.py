@@ -3,6 +3,7 @@ files, resume, and failures that must leave earlier results intact."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -195,3 +196,67 @@ def test_evaluate_script_on_a_run(digits_run, tmp_path):
   assert written["test"]["num_importance_samples"] == 30
   assert json.load(open(os.path.join(workdir, "eval.json")))["test"][
       "num_importance_samples"] == 20  # training's evaluation is left as it was
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.likelihood": "bernoulli", "data.binarize": "dynamic"},
+    {"model.likelihood": "gaussian", "model.gaussian_variance": "per_pixel",
+     "data.dequantize": True},
+    {"model.likelihood": "discretized_logistic", "objective.name": "iwae",
+     "objective.kl": "mc", "objective.num_samples": 3},
+])
+def test_every_likelihood_trains_and_reports_finite_nats(tmp_path, overrides):
+  c = experiment("digits")
+  for path, value in overrides.items():
+    section, leaf = path.split(".")
+    c[section][leaf] = value
+  c.train.num_steps = 20
+  result = train.train_and_evaluate(c, str(tmp_path))["test"]
+  assert np.isfinite(result["nll"]["value"]) and np.isfinite(result["elbo"]["value"])
+  # Discrete nats: a valid probability of the data is at most 1, so NLL ≥ 0.
+  assert result["nll"]["value"] > 0
+
+
+def test_blocked_run_folder_fails_before_training(tmp_path):
+  c = experiment("digits")
+  c.train.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path))
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  shutil.rmtree(tmp_path / "tensorboard")
+  (tmp_path / "tensorboard").write_text("a file where a folder must be")
+  c.train.num_steps = 40
+  with pytest.raises(UserError, match="run folder .*tensorboard' is not writable"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
+def test_resume_in_another_environment_warns(tmp_path, monkeypatch):
+  c = experiment("digits")
+  c.train.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path))
+  from vae_jax import provenance
+  real = provenance.environment
+  monkeypatch.setattr(provenance, "environment", lambda: dict(real(), cpu_count=999))
+  c.train.num_steps = 40
+  with pytest.warns(UserWarning, match="different environment"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_optimizer_schedules_and_clipping():
+  from vae_jax import config as config_lib
+  c = config_lib.default().optimizer
+  c.schedule, c.warmup_steps, c.decay_steps, c.grad_clip_norm = "cosine", 10, 100, 1.0
+  opt = train.build_optimizer(c)
+  params = {"w": jax.numpy.zeros(3)}
+  state = opt.init(params)
+  grads = {"w": jax.numpy.array([30.0, 40.0, 0.0])}  # norm 50, clipped to 1
+  updates, _ = opt.update(grads, state, params)
+  # Step 0 of the warm-up: learning rate 0, so no move at all.
+  np.testing.assert_allclose(updates["w"], 0.0)
+  c2 = config_lib.default().optimizer
+  c2.name, c2.learning_rate = "sgd", 0.1
+  sgd = train.build_optimizer(c2)
+  updates, _ = sgd.update(grads, sgd.init(params), params)
+  np.testing.assert_allclose(updates["w"], [-3.0, -4.0, 0.0])

@@ -20,17 +20,25 @@ from vae_jax.errors import UserError
 CONFIG_FILE, EVAL_FILE, METRICS_FILE = "config.json", "eval.json", "metrics.jsonl"
 
 
+WRITTEN_DIRS = ("checkpoints", "best", "tensorboard", "images")
+
+
 def check_writable(workdir: str) -> None:
-  """Fails early, with one line, when `workdir` cannot hold a run."""
-  probe = os.path.join(workdir, ".write_probe")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror or e}); choose "
-                    "another --workdir") from None
+  """Fails early, with one line, when `workdir` or a folder a run writes in it
+  cannot be written: before any training, so nothing in it changes."""
+  for directory in (workdir, *(os.path.join(workdir, d) for d in WRITTEN_DIRS)):
+    if directory != workdir and not os.path.lexists(directory):
+      continue  # created later, inside a workdir just shown writable
+    probe = os.path.join(directory, ".write_probe")
+    try:
+      os.makedirs(directory, exist_ok=True)
+      with open(probe, "w") as f:
+        f.write("ok")
+      os.remove(probe)
+    except OSError as e:
+      what = "workdir" if directory == workdir else "run folder"
+      raise UserError(f"{what} {directory!r} is not writable ({e.strerror or e}); choose "
+                      "another --workdir or make it writable") from None
 
 
 def read_json(path: str) -> Any:
