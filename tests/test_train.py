@@ -136,18 +136,24 @@ def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path):
   assert steps, "the last good checkpoint must remain"
 
 
-def test_write_failure_mid_run_keeps_checkpoints(tmp_path):
+def test_full_disk_mid_run_keeps_checkpoints(tmp_path, monkeypatch):
+  """A full disk at a write after training (simulated: ENOSPC injected into the
+  PNG writer) gives one line naming the file and the intact checkpoint."""
+  import errno
+
+  from vae_jax import plots
+
+  def full_disk(path, canvas, scale=4):
+    raise OSError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(plots, "save_png", full_disk)
   c = experiment("digits")
   c.train.num_steps = 20
-  train.train_and_evaluate(c, str(tmp_path))
-  before = sorted(os.listdir(tmp_path / "checkpoints"))
-  (tmp_path / "images").rename(tmp_path / "images_old")
-  (tmp_path / "images").write_text("a file where a directory must go")
-  c.train.num_steps = 40  # a safe change: resume and train on
-  with pytest.raises(UserError, match=r"could not write .*images.*; the checkpoint of step "
-                                      r"40 is intact"):
+  with pytest.raises(UserError, match=r"could not write '.*reconstructions\.png' \(No space "
+                                      r"left on device\); the checkpoint of step 20 is intact"):
     train.train_and_evaluate(c, str(tmp_path))
-  assert set(before) <= set(os.listdir(tmp_path / "checkpoints"))
+  assert os.listdir(tmp_path / "checkpoints") == ["20"]
+  assert not (tmp_path / "eval.json").exists()  # no half-finished result
 
 
 def _cli(workdir, *overrides):
