@@ -90,6 +90,8 @@ def test_changed_fields_ignores_safe_ones():
   new_config.train.num_steps = 99
   new_config.eval.num_importance_samples = 7
   assert config_lib.changed_fields(old, config_lib.flatten(new_config)) == []
+  del old["train.ema_decay"]  # a run recorded before the field existed, left unset
+  assert config_lib.changed_fields(old, config_lib.flatten(new_config)) == []
   new_config.model.latent_dim = 3
   new_config.seed = 4
   assert config_lib.changed_fields(old, config_lib.flatten(new_config)) == [

@@ -266,3 +266,26 @@ def test_optimizer_schedules_and_clipping():
   sgd = train.build_optimizer(c2)
   updates, _ = sgd.update(grads, sgd.init(params), params)
   np.testing.assert_allclose(updates["w"], [-3.0, -4.0, 0.0])
+
+
+def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
+  """With train.ema_decay the run keeps params' moving average, evaluates it
+  (validation, best checkpoint, test) and resumes it bit for bit."""
+  c = experiment("digits")
+  c.train.ema_decay = 0.9
+  c.eval.gap_examples, c.eval.gap_steps = 10, 20
+  result = train.train_and_evaluate(c, str(tmp_path / "full"))
+  assert result["params"] == "ema"
+  assert result["test"]["gaps"]["num_examples"] == 10
+  run = runs.load_run(str(tmp_path / "full"), "latest")
+  assert not _leaves_equal(run.params, run.ema_params)
+  # The EMA is what was evaluated: the same numbers come back from its params.
+  again = runs.load_run(str(tmp_path / "full"))
+  assert again.eval_params is again.ema_params
+  c.train.num_steps = 20
+  train.train_and_evaluate(c, str(tmp_path / "split"))
+  c.train.num_steps = 40
+  train.train_and_evaluate(c, str(tmp_path / "split"))
+  resumed = runs.load_run(str(tmp_path / "split"), "latest")
+  assert _leaves_equal(run.ema_params, resumed.ema_params)
+  assert _leaves_equal(run.params, resumed.params)

@@ -76,6 +76,7 @@ def default() -> ml_collections.ConfigDict:
   t.checkpoint_every_steps = 500
   t.keep_checkpoints = 2
   t.progress_bar = True
+  t.ema_decay = config_dict.placeholder(float)  # e.g. 0.999: evaluate an EMA of the params
 
   c.eval = e = ml_collections.ConfigDict()
   e.batch_size = 256
@@ -83,6 +84,8 @@ def default() -> ml_collections.ConfigDict:
   e.importance_chunk = 100  # samples per chunk of the streaming estimate
   e.elbo_samples = 10  # z samples per example for the reported ELBO
   e.num_images = 64
+  e.gap_examples = 0  # >0: split log p(x) - ELBO into approximation and amortisation gaps
+  e.gap_steps = 300  # Adam steps optimising each example's q for the gap
   return c
 
 
@@ -133,6 +136,8 @@ _MINIMA = {
     "train.keep_checkpoints": (1, True), "eval.batch_size": (1, True),
     "eval.num_importance_samples": (1, True), "eval.importance_chunk": (1, True),
     "eval.elbo_samples": (1, True), "eval.num_images": (1, True),
+    "eval.gap_examples": (0, True), "eval.gap_steps": (1, True),
+    "train.ema_decay": (0, False),
 }
 
 # The combinations that are invalid, one row each: (is_invalid(config), why and fix).
@@ -163,6 +168,8 @@ _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
     (lambda c: c.optimizer.schedule == "cosine" and c.optimizer.decay_steps is None,
      "optimizer.schedule=cosine needs optimizer.decay_steps: set it to the steps to decay "
      "over"),
+    (lambda c: c.train.ema_decay is not None and c.train.ema_decay >= 1,
+     "train.ema_decay must be below 1 (e.g. 0.999); leave it unset for no EMA"),
     (lambda c: c.optimizer.weight_decay > 0 and c.optimizer.name != "adamw",
      "optimizer.weight_decay > 0 needs optimizer.name=adamw"),
 ]
@@ -213,8 +220,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-  """Flat fields that differ between two flattened configs, safe ones excluded."""
+  """Flat fields that differ between two flattened configs, safe ones excluded.
+
+  A field absent from one side counts as unset (None): a field added to the
+  code since a run started, and left unset, changes nothing.
+  """
   keys = sorted(set(old) | set(new))
-  changed = [k for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>")]
+  changed = [k for k in keys if old.get(k) != new.get(k)]
   return [k for k in changed if not any(k == s or (s.endswith(".") and k.startswith(s))
                                         for s in SAFE_TO_CHANGE)]

@@ -24,7 +24,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from vae_jax import data as data_lib
-from vae_jax import objectives
+from vae_jax import diagnostics, objectives
 from vae_jax.model import VAE, Params
 
 
@@ -44,7 +44,9 @@ def example_estimates(model: VAE, params: Params, x: jax.Array, rng: jax.Array, 
          "elbo_mc_var": jnp.var(per_sample, ddof=1) / elbo_samples if elbo_samples > 1
                         else jnp.nan,
          "recon": jnp.mean(log_px_z),
-         "kl": q.kl_to_standard_normal()}
+         "kl": q.kl_to_standard_normal(),
+         "kl_per_dim": q.kl_to_standard_normal_per_dim(),
+         "q_mean": q.mean, "q_log_var": q.log_var}
   if num_importance_samples:
     k = num_importance_samples
     num_chunks = -(-k // chunk)
@@ -101,6 +103,7 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
   estimator = estimator or make_estimator(
       model, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
       num_importance_samples=num_importance_samples, chunk=chunk)
+  rng, mi_rng = jax.random.split(rng)
   parts: dict[str, list[np.ndarray]] = {}
   for i, (batch, mask) in enumerate(data_lib.eval_batches(images, batch_size)):
     out = jax.device_get(estimator(params, batch, jax.random.fold_in(rng, i)))
@@ -108,12 +111,22 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
       parts.setdefault(key, []).append(np.asarray(value)[mask])
   per_example = {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
   d = model.num_pixels
+  num_active, mean_variance = diagnostics.active_units(per_example["q_mean"])
+  rate = float(np.mean(per_example["kl"]))
+  mi = diagnostics.mutual_information(per_example["q_mean"], per_example["q_log_var"],
+                                      mi_rng)
   result = {
       "num_examples": len(images),
       "elbo": _summary(per_example["elbo"], per_example["elbo_mc_var"], d),
       "elbo_samples": elbo_samples,
-      "rate": float(np.mean(per_example["kl"])),  # mean KL(q(z|x) ‖ p(z)), nats
+      "rate": rate,  # mean KL(q(z|x) ‖ p(z)), nats
       "distortion": float(-np.mean(per_example["recon"])),  # mean -E_q log p(x|z)
+      "kl_per_dim": np.mean(per_example["kl_per_dim"], axis=0).tolist(),
+      "active_units": num_active,
+      "posterior_mean_variance": mean_variance.tolist(),
+      # rate = I(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016)
+      "mutual_information": mi,
+      "marginal_kl": rate - mi,
   }
   if num_importance_samples:
     result["nll"] = _summary(per_example["log_px"], per_example["log_px_mc_var"], d,
@@ -122,11 +135,31 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
   return result
 
 
+
+def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Array,
+                    e, num_importance_samples: int | None = None,
+                    chunk: int | None = None) -> dict[str, Any]:
+  """Everything `config.eval` asks for on one split: estimates with errors,
+  diagnostics, and (eval.gap_examples > 0) the gap decomposition."""
+  est_rng, gap_rng = jax.random.split(rng)
+  result = evaluate(model, params, images, est_rng, batch_size=e.batch_size,
+                    elbo_samples=e.elbo_samples, analytic_kl=True,
+                    num_importance_samples=num_importance_samples or e.num_importance_samples,
+                    chunk=chunk or e.importance_chunk)
+  if e.gap_examples:
+    result["gaps"] = diagnostics.gap_decomposition(
+        model, params, images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,
+        elbo_samples=max(e.elbo_samples, 10),
+        num_importance_samples=num_importance_samples or e.num_importance_samples,
+        batch_size=e.batch_size)
+  return result
+
+
 def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
                  num_importance_samples: int | None = None, chunk: int | None = None,
                  seed: int = 0) -> str:
   """Evaluates a saved run again, writes eval_<split>_<checkpoint>_k<k>.json and
-  returns the printed summary."""
+  returns the printed summary (EMA parameters when the run keeps them)."""
   import json
   import os
 
@@ -140,11 +173,10 @@ def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
   with jax.default_device(backend.select_device(c.backend)):
     d = data_lib.load(c.data, c.model.likelihood)
     images = d.test if split == "test" else d.validation
-    result = evaluate(run.model, run.params, images, jax.random.key(seed),
-                      batch_size=c.eval.batch_size, elbo_samples=c.eval.elbo_samples,
-                      analytic_kl=True, num_importance_samples=k,
-                      chunk=chunk or c.eval.importance_chunk)
-  out = {"split": split, "checkpoint": checkpoint, "step": run.step, "test": result,
+    result = full_evaluation(run.model, run.eval_params, images, jax.random.key(seed), c.eval,
+                             num_importance_samples=k, chunk=chunk)
+  out = {"split": split, "checkpoint": checkpoint, "step": run.step,
+         "params": "ema" if run.ema_params is not None else "raw", "test": result,
          "seed": seed, "provenance": provenance.provenance()}
   path = os.path.join(workdir, f"eval_{split}_{checkpoint}_k{k}.json")
   writers.atomic_write_text(path, json.dumps(out, indent=2) + "\n")

@@ -72,9 +72,14 @@ class Run:
   data_spec: Any
   model: Any
   params: Any
+  ema_params: Any  # None unless the run keeps an EMA
   step: int
   metrics: list[dict]
   evaluation: dict | None
+
+  @property
+  def eval_params(self) -> Any:
+    return self.params if self.ema_params is None else self.ema_params
 
 
 def load_run(workdir: str, checkpoint: str = "best") -> Run:
@@ -98,6 +103,7 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
   ckpts.close()
   eval_path = os.path.join(workdir, EVAL_FILE)
   return Run(workdir=workdir, config=config, data_spec=spec,
-             model=model.build(config.model, spec), params=state["params"], step=step,
+             model=model.build(config.model, spec), params=state["params"],
+             ema_params=state.get("ema_params"), step=step,
              metrics=writers.read_jsonl(os.path.join(workdir, METRICS_FILE)),
              evaluation=read_json(eval_path) if os.path.exists(eval_path) else None)

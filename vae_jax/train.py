@@ -37,6 +37,12 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
   params: Any
   opt_state: Any
+  ema_params: Any = None  # an exponential moving average of params, if kept
+
+  @property
+  def eval_params(self) -> Any:
+    """What evaluation uses: the EMA when the run keeps one."""
+    return self.params if self.ema_params is None else self.ema_params
 
 
 def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -59,7 +65,7 @@ def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformatio
 def make_update(model: model_lib.VAE, objective: Objective,
                 optimizer: optax.GradientTransformation,
                 transform: Callable[[jax.Array, jax.Array], jax.Array],
-                key: jax.Array) -> Callable:
+                key: jax.Array, ema_decay: float | None = None) -> Callable:
   """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,))."""
 
   def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
@@ -68,9 +74,11 @@ def make_update(model: model_lib.VAE, objective: Objective,
     loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
     (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates),
-                           opt_state)
-    return new_state, metrics
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay is not None:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    return TrainState(state.step + 1, params, opt_state, ema), metrics
 
   def multi_step(state, train_images, indices):
     return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
@@ -103,7 +111,8 @@ def _check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> 
   old = runs.flatten_dict(runs.read_json(path)["config"])
   changed = config_lib.changed_fields(old, config_lib.flatten(config))
   if changed:
-    shown = ", ".join(f"{k} ({old.get(k)!r} -> {config_lib.flatten(config).get(k)!r})"
+    shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> "
+                      f"{config_lib.flatten(config).get(k, '<absent>')!r})"
                       for k in changed[:5])
     raise UserError(f"workdir {workdir!r} holds a run with a different config: {shown}; use "
                     "a new --workdir, or the same config to resume")
@@ -152,7 +161,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   init_key, train_key, eval_key, image_key = jax.random.split(jax.random.key(config.seed), 4)
   params = model.init(init_key)
-  state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params))
+  state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
+                     None if t.ema_decay is None else jax.tree.map(jnp.copy, params))
   latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
   best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
   env = provenance.environment()
@@ -181,21 +191,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
 
   def validate_and_select(state: TrainState, step: int) -> dict:
-    val = evaluation.evaluate(model, state.params, data.validation, eval_key,
+    val = evaluation.evaluate(model, state.eval_params, data.validation, eval_key,
                               batch_size=config.eval.batch_size,
                               elbo_samples=config.eval.elbo_samples, analytic_kl=True,
                               estimator=estimator)
     if val["elbo"]["value"] > meta["best_elbo"]:
       meta.update(best_elbo=val["elbo"]["value"], best_step=step)
       best.save(step, state, dict(meta, environment=env))
-    writer.write_images(step, _image_grids(model, state.params, data.test, fixed_z))
+    writer.write_images(step, _image_grids(model, state.eval_params, data.test, fixed_z))
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
 
   if start < total_steps:
     update = make_update(model, objective, optimizer,
                          data_lib.train_transform(data.train_transform, data.raw_levels),
-                         train_key)
+                         train_key, t.ema_decay)
     train_images = jax.device_put(data.train)
     pending: list[dict] = []
     step, last_log_step, last_log_time = start, start, time.time()
@@ -241,16 +251,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # The test split is evaluated once, on the checkpoint chosen by validation.
   best_step = best.latest_step()
   best_state, _ = best.restore(best_step, like=state)
-  test = evaluation.evaluate(
-      model, best_state.params, data.test, jax.random.fold_in(eval_key, 1),
-      batch_size=config.eval.batch_size, elbo_samples=config.eval.elbo_samples,
-      analytic_kl=True, num_importance_samples=config.eval.num_importance_samples,
-      chunk=config.eval.importance_chunk)
-  grids = _image_grids(model, best_state.params, data.test, fixed_z)
+  test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
+                                    jax.random.fold_in(eval_key, 1), config.eval)
+  grids = _image_grids(model, best_state.eval_params, data.test, fixed_z)
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
   for name, grid in grids.items():
     plots.save_png(os.path.join(workdir, "images", f"{name}.png"), grid)
   result = {"split": "test", "checkpoint": "best", "step": int(best_step),
+            "params": "raw" if t.ema_decay is None else "ema",
             "validation_elbo": meta["best_elbo"], "test": test,
             "provenance": provenance.provenance()}
   writer.write_scalars(total_steps, {"test_elbo": test["elbo"]["value"],
@@ -277,5 +285,14 @@ def format_evaluation(result: dict) -> str:
   if "nll" in test:
     lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
                              f"{test['num_importance_samples']}", test["nll"]))
-  lines.append(f"  rate {test['rate']:.3f} nats, distortion {test['distortion']:.3f} nats")
+  lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
+               f"{test['mutual_information']:.3f} + marginal KL {test['marginal_kl']:.3f}), "
+               f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
+               f"{len(test['kl_per_dim'])} units active")
+  if "gaps" in test:
+    g = test["gaps"]
+    lines.append(f"  gap on {g['num_examples']} examples: log p(x) {g['log_px']:.3f} = ELBO "
+                 f"{g['elbo_encoder']:.3f} + amortisation {g['amortisation_gap']:.3f} "
+                 f"(± {g['amortisation_gap_se']:.3f}) + approximation "
+                 f"{g['approximation_gap']:.3f} (± {g['approximation_gap_se']:.3f}) nats")
   return "\n".join(lines)
