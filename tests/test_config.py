@@ -17,7 +17,7 @@ EXPERIMENTS = sorted(os.path.basename(p)[:-3]
                      for p in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 # The image shape each experiment's data have, to build its model without data.
 SHAPES = {"digits": (8, 8, 1), "flax_vae_binarized_mnist": (28, 28, 1),
-          "mnist_dynamic": (28, 28, 1)}
+          "mnist_dynamic": (28, 28, 1), "linear_gaussian": (4, 4, 1)}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -15,7 +15,8 @@ from ml_collections import config_dict
 
 from vae_jax.errors import UserError
 
-DATASETS = ("digits", "npz", "mnist", "fashion_mnist", "binarized_mnist", "cifar10")
+DATASETS = ("digits", "npz", "linear_gaussian", "mnist", "fashion_mnist", "binarized_mnist",
+            "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "binomial", "discretized_logistic")
 
 

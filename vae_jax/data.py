@@ -137,6 +137,14 @@ def _load_npz(c: ml_collections.ConfigDict) -> _Source:
   return _Source(train, train_labels, test, test_labels, levels)
 
 
+def _load_linear_gaussian(c: ml_collections.ConfigDict) -> _Source:
+  """Synthetic continuous data with a known pPCA optimum (vae_jax.linear_gaussian)."""
+  from vae_jax import linear_gaussian
+  images = linear_gaussian.generate(c.split_seed)
+  train, _, test, _ = _split_off(images, None, c.test_size)
+  return _Source(train, None, test, None, num_levels=None)
+
+
 # tfds name -> (grey levels, the splits the dataset has).
 TFDS_DATASETS = {
     "mnist": (256, ("train", "test")),
@@ -202,7 +210,7 @@ def _load_tfds(c: ml_collections.ConfigDict) -> _Source:
 
 # name -> loader(config.data). Every tfds name in TFDS_DATASETS loads through tfds.
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict], _Source]] = {
-    "digits": _load_digits, "npz": _load_npz,
+    "digits": _load_digits, "npz": _load_npz, "linear_gaussian": _load_linear_gaussian,
     **{name: _load_tfds for name in TFDS_DATASETS},
 }
 

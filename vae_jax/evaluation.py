@@ -126,6 +126,8 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
       "posterior_mean_variance": mean_variance.tolist(),
       # rate = I(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016)
       "mutual_information": mi,
+      # The mixture estimator cannot exceed log N: near it, I(x; z) is larger.
+      "mutual_information_ceiling": math.log(len(images)),
       "marginal_kl": rate - mi,
   }
   if num_importance_samples:
@@ -163,7 +165,7 @@ def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
   import json
   import os
 
-  from vae_jax import backend, provenance, runs, train, writers
+  from vae_jax import backend, provenance, runs, writers
   from vae_jax.errors import UserError
   run = runs.load_run(workdir, checkpoint)
   c = run.config
@@ -180,4 +182,41 @@ def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
          "seed": seed, "provenance": provenance.provenance()}
   path = os.path.join(workdir, f"eval_{split}_{checkpoint}_k{k}.json")
   writers.atomic_write_text(path, json.dumps(out, indent=2) + "\n")
-  return train.format_evaluation(out) + f"\nwritten to {path}"
+  return format_evaluation(out) + f"\nwritten to {path}"
+
+
+def _fmt(name: str, s: dict, unit: str = "nats") -> str:
+  mc = "n/a" if s["mc_err"] is None else f"{s['mc_err']:.3f}"
+  return (f"{name}: {s['value']:.3f} {unit} (± {s['se']:.3f} across examples, ± {mc} Monte "
+          f"Carlo) = {s['bits_per_dim']:.4f} bits/dim")
+
+
+def format_evaluation(result: dict) -> str:
+  test = result["test"]
+  lines = [f"{result['split']} split, {test['num_examples']} examples, {result['checkpoint']} "
+           f"checkpoint (step {result['step']}):",
+           "  " + _fmt(f"ELBO ({test['elbo_samples']} z samples per example)", test["elbo"])]
+  if "nll" in test:
+    lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
+                             f"{test['num_importance_samples']}", test["nll"]))
+  lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
+               f"{test['mutual_information']:.3f}, estimable up to log N = "
+               f"{test['mutual_information_ceiling']:.3f}, + marginal KL "
+               f"{test['marginal_kl']:.3f}), "
+               f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
+               f"{len(test['kl_per_dim'])} units active")
+  if "linear_gaussian" in test:
+    lg = test["linear_gaussian"]
+    lines.append(f"  linear-Gaussian check: train log p(x) exact {lg['train_log_px_exact']:.4f}, "
+                 f"pPCA maximum {lg['train_log_px_ppca_maximum']:.4f} (gap "
+                 f"{lg['train_gap_to_ppca_maximum']:.4f}); test log p(x) exact "
+                 f"{lg['test_log_px_exact']:.4f}, importance-sampled "
+                 f"{lg['test_log_px_importance_sampled']:.4f} "
+                 f"(± {lg['importance_sampled_mc_err']:.4f} Monte Carlo)")
+  if "gaps" in test:
+    g = test["gaps"]
+    lines.append(f"  gap on {g['num_examples']} examples: log p(x) {g['log_px']:.3f} = ELBO "
+                 f"{g['elbo_encoder']:.3f} + amortisation {g['amortisation_gap']:.3f} "
+                 f"(± {g['amortisation_gap_se']:.3f}) + approximation "
+                 f"{g['approximation_gap']:.3f} (± {g['approximation_gap_se']:.3f}) nats")
+  return "\n".join(lines)

@@ -25,7 +25,16 @@ import numpy as np
 import optax
 import tqdm
 
-from vae_jax import backend, checkpoints, evaluation, plots, provenance, runs, writers
+from vae_jax import (
+  backend,
+  checkpoints,
+  evaluation,
+  linear_gaussian,
+  plots,
+  provenance,
+  runs,
+  writers,
+)
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import model as model_lib
@@ -253,6 +262,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   best_state, _ = best.restore(best_step, like=state)
   test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
                                     jax.random.fold_in(eval_key, 1), config.eval)
+  if linear_gaussian.applies(config):
+    test["linear_gaussian"] = linear_gaussian.report(
+        model, best_state.eval_params, data.train, data.test, test, model.latent_dim)
   grids = _image_grids(model, best_state.eval_params, data.test, fixed_z)
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
   for name, grid in grids.items():
@@ -267,32 +279,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   latest.close()
   best.close()
   writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
-  print(format_evaluation(result))
+  print(evaluation.format_evaluation(result))
   return result
 
-
-def _fmt(name: str, s: dict, unit: str = "nats") -> str:
-  mc = "n/a" if s["mc_err"] is None else f"{s['mc_err']:.3f}"
-  return (f"{name}: {s['value']:.3f} {unit} (± {s['se']:.3f} across examples, ± {mc} Monte "
-          f"Carlo) = {s['bits_per_dim']:.4f} bits/dim")
-
-
-def format_evaluation(result: dict) -> str:
-  test = result["test"]
-  lines = [f"{result['split']} split, {test['num_examples']} examples, {result['checkpoint']} "
-           f"checkpoint (step {result['step']}):",
-           "  " + _fmt(f"ELBO ({test['elbo_samples']} z samples per example)", test["elbo"])]
-  if "nll" in test:
-    lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
-                             f"{test['num_importance_samples']}", test["nll"]))
-  lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
-               f"{test['mutual_information']:.3f} + marginal KL {test['marginal_kl']:.3f}), "
-               f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
-               f"{len(test['kl_per_dim'])} units active")
-  if "gaps" in test:
-    g = test["gaps"]
-    lines.append(f"  gap on {g['num_examples']} examples: log p(x) {g['log_px']:.3f} = ELBO "
-                 f"{g['elbo_encoder']:.3f} + amortisation {g['amortisation_gap']:.3f} "
-                 f"(± {g['amortisation_gap_se']:.3f}) + approximation "
-                 f"{g['approximation_gap']:.3f} (± {g['approximation_gap_se']:.3f}) nats")
-  return "\n".join(lines)
