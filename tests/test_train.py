@@ -143,8 +143,12 @@ def test_full_disk_mid_run_keeps_checkpoints(tmp_path, monkeypatch):
 
   from vae_jax import plots
 
-  def full_disk(path, canvas, scale=4):
-    raise OSError(errno.ENOSPC, "No space left on device", path)
+  real_save = plots.save_png
+
+  def full_disk(path, canvas, scale=4):  # the disk fills up at the final figures
+    if path.endswith("reconstructions.png"):
+      raise OSError(errno.ENOSPC, "No space left on device", path)
+    real_save(path, canvas, scale)
 
   monkeypatch.setattr(plots, "save_png", full_disk)
   c = experiment("digits")
@@ -289,3 +293,29 @@ def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
   resumed = runs.load_run(str(tmp_path / "split"), "latest")
   assert _leaves_equal(run.ema_params, resumed.ema_params)
   assert _leaves_equal(run.params, resumed.params)
+
+
+def test_figures_and_report(digits_run):
+  from PIL import Image
+
+  from vae_jax import report
+  workdir, result = digits_run
+  images = sorted(os.listdir(os.path.join(workdir, "images")))
+  assert images == ["kl_per_dimension.png", "latent_scatter.png", "reconstructions.png",
+                    "samples.png", "samples_step_00000020.png", "samples_step_00000040.png",
+                    "training_curves.png", "traversals.png"]
+  # Traversals: the 8 dimensions of highest KL, 9 values each, 8×8 digits, ×4.
+  assert Image.open(os.path.join(workdir, "images", "traversals.png")).size == (
+      4 * (9 * 9 + 1), 4 * (8 * 9 + 1))
+  path = report.write_report(workdir)
+  text = open(path).read()
+  assert f"{result['test']['nll']['value']:.4f} nats" in text
+  assert f"{result['test']['elbo']['se']:.4f}" in text
+  assert text.count("data:image/png;base64,") == 6  # self-contained
+
+
+def test_report_of_unfinished_run_is_one_line(tmp_path):
+  from vae_jax import report
+  (tmp_path / "config.json").write_text(json.dumps({"config": {}}))
+  with pytest.raises(UserError, match="has no eval.json"):
+    report.write_report(str(tmp_path))

@@ -127,20 +127,9 @@ def _check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> 
                     "a new --workdir, or the same config to resume")
 
 
-def _image_grids(model, params, test_images, z) -> dict[str, np.ndarray]:
-  """Reconstructions (rows of inputs above their reconstructions) and samples at
-  fixed z from the prior, all as E[x|z] in [0, 1]."""
-  n = min(len(test_images), z.shape[0] // 2)
-  x = jnp.asarray(test_images[:n])
-  q_mean = jax.vmap(lambda xi: model.encode(params, xi).mean)(x)
-  recon = np.asarray(model.mean_image(params, q_mean))
-  shown = np.asarray(x) * model.input_scale
-  cols = min(n, 8)
-  rows = []
-  for start in range(0, n, cols):
-    rows += [shown[start:start + cols], recon[start:start + cols]]
-  return {"reconstructions": plots.image_grid(np.concatenate(rows), cols),
-          "samples": plots.image_grid(np.asarray(model.mean_image(params, z)))}
+def _sample_grid(model, params, z) -> np.ndarray:
+  """Samples E[x|z] at the run's fixed z: comparable across training."""
+  return plots.image_grid(np.asarray(model.mean_image(params, z)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -195,6 +184,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     return runs.read_json(eval_path)
 
   writer = writers.MetricWriter(workdir, resume_step=start)
+  os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
   estimator = evaluation.make_estimator(model, elbo_samples=config.eval.elbo_samples,
                                         analytic_kl=True, num_importance_samples=0, chunk=1)
   fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
@@ -207,7 +197,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if val["elbo"]["value"] > meta["best_elbo"]:
       meta.update(best_elbo=val["elbo"]["value"], best_step=step)
       best.save(step, state, dict(meta, environment=env))
-    writer.write_images(step, _image_grids(model, state.eval_params, data.test, fixed_z))
+    grid = _sample_grid(model, state.eval_params, fixed_z)
+    writer.write_images(step, {"samples": grid})
+    plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
 
@@ -265,10 +257,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if linear_gaussian.applies(config):
     test["linear_gaussian"] = linear_gaussian.report(
         model, best_state.eval_params, data.train, data.test, test, model.latent_dim)
-  grids = _image_grids(model, best_state.eval_params, data.test, fixed_z)
-  os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-  for name, grid in grids.items():
-    plots.save_png(os.path.join(workdir, "images", f"{name}.png"), grid)
+  writer.flush()
+  figures = plots.run_figures(model, best_state.eval_params, data.test, data.test_labels,
+                              fixed_z, writers.read_jsonl(writer.path), test)
+  for name, image in figures.items():
+    plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
+                   scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
+  writer.write_images(total_steps, figures)
   result = {"split": "test", "checkpoint": "best", "step": int(best_step),
             "params": "raw" if t.ema_decay is None else "ema",
             "validation_elbo": meta["best_elbo"], "test": test,
