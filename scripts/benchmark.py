@@ -20,14 +20,24 @@ _TRIALS = flags.DEFINE_integer("trials", 5, "Interleaved trials (medians are rep
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128", "512", "2048"], "Batch sizes.")
 _EXAMPLES = flags.DEFINE_integer("examples_per_trial", 65536, "Examples per measurement.")
 _SPD = flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted lax.scan.")
+_WHAT = flags.DEFINE_list("what", ["train", "importance"],
+                          "train: step throughput; importance: k=5000 log-likelihood.")
 
 
 def main(argv):
   del argv
   from vae_jax import benchmark  # Deferred: flags first, then JAX.
-  result = benchmark.run(tuple(int(b) for b in _BATCH_SIZES.value), _TRIALS.value,
-                         _EXAMPLES.value, _SPD.value)
-  print(benchmark.format_table(result))
+  result = {}
+  if "train" in _WHAT.value:
+    result = benchmark.run(tuple(int(b) for b in _BATCH_SIZES.value), _TRIALS.value,
+                           _EXAMPLES.value, _SPD.value)
+    print(benchmark.format_table(result))
+  if "importance" in _WHAT.value:
+    r = result["importance_sampling"] = benchmark.importance_sampling()
+    print(f"importance-sampled log p(x), k={r['k']} on {r['num_examples']} examples: "
+          f"{r['seconds']:.1f} s, {r['ratio_to_matmul_time']:.2f}x its matmul time "
+          f"({r['tflop']:.2f} TFLOP at {r['matmul_peak_gflops']:.0f} GFLOP/s = "
+          f"{r['matmul_seconds']:.1f} s)")
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:
     json.dump(result, f, indent=2)

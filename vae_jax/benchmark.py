@@ -116,6 +116,33 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best
 
 
+def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int = 50,
+                        chunk: int = 100, trials: int = 2) -> dict:
+  """The k-sample log-likelihood estimate (evaluation.estimator_for_params) on
+  MNIST-sized examples with the Flax-example model, against its matmul time:
+  the decoder's 2·(20·500 + 500·784) FLOP per sample at the measured peak
+  (the encoder's once-per-chunk cost, 1/chunk of that, is left out)."""
+  from vae_jax import evaluation
+  s = flax_example_setup(num_examples)
+  params = s.vae.init(jax.random.key(0))
+  estimator = evaluation.estimator_for_params(s.vae, params, elbo_samples=1, analytic_kl=True,
+                                        num_importance_samples=k, chunk=chunk)
+  jax.block_until_ready(estimator(params, s.images[:batch_size], jax.random.key(0)))
+  flop = num_examples * k * 2 * (20 * 500 + 500 * 784)
+  times, peaks = [], []
+  for _ in range(trials):
+    peaks.append(matmul_peak())
+    start = time.perf_counter()
+    for i in range(0, num_examples, batch_size):
+      out = estimator(params, s.images[i:i + batch_size], jax.random.key(i))
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - start)
+  seconds, peak = statistics.median(times), statistics.median(peaks)
+  return {"num_examples": num_examples, "k": k, "batch_size": batch_size, "chunk": chunk,
+          "seconds": seconds, "tflop": flop / 1e12, "matmul_seconds": flop / peak,
+          "ratio_to_matmul_time": seconds / (flop / peak), "matmul_peak_gflops": peak / 1e9}
+
+
 def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: int = 65536,
         steps_per_dispatch: int = 20) -> dict:
   """Interleaved trials; returns medians and ratios."""

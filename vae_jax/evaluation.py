@@ -79,20 +79,31 @@ def _summary(values: np.ndarray, mc_var: np.ndarray | None, num_dims: int,
           "bits_per_dim_mc_err": None if mc is None else mc * per_dim}
 
 
-def make_estimator(model: VAE, *, elbo_samples: int, analytic_kl: bool,
-                   num_importance_samples: int, chunk: int):
-  """A jitted (params, batch, rng) -> per-example estimates for a whole batch."""
+def _batch_estimates(model: VAE, params: Params, batch: jax.Array, rng: jax.Array, *,
+                     elbo_samples: int, analytic_kl: bool, num_importance_samples: int,
+                     chunk: int) -> dict[str, jax.Array]:
   chunk = min(chunk, max(num_importance_samples, 1))
+  rngs = jax.random.split(rng, batch.shape[0])
+  fn = lambda x, r: example_estimates(
+      model, params, x, r, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
+      num_importance_samples=num_importance_samples, chunk=chunk)
+  with jax.default_matmul_precision("highest"):
+    return jax.vmap(fn)(batch, rngs)
 
-  def batch_fn(params, batch, rng):
-    rngs = jax.random.split(rng, batch.shape[0])
-    fn = lambda x, r: example_estimates(
-        model, params, x, r, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
-        num_importance_samples=num_importance_samples, chunk=chunk)
-    with jax.default_matmul_precision("highest"):
-      return jax.vmap(fn)(batch, rngs)
 
-  return jax.jit(batch_fn)
+def make_estimator(model: VAE, **kwargs):
+  """A jitted (params, batch, rng) -> per-example estimates, compiled once for
+  any params: what validation during training uses."""
+  return jax.jit(lambda params, batch, rng: _batch_estimates(model, params, batch, rng,
+                                                             **kwargs))
+
+
+def estimator_for_params(model: VAE, params: Params, **kwargs):
+  """The same, compiled for fixed `params`: XLA then treats the weights as
+  constants, which made the k=5000 estimate 1.3× faster on a CPU; worth one
+  compilation for a final evaluation."""
+  jitted = jax.jit(lambda batch, rng: _batch_estimates(model, params, batch, rng, **kwargs))
+  return lambda _, batch, rng: jitted(batch, rng)
 
 
 def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
@@ -100,8 +111,8 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
              num_importance_samples: int = 0, chunk: int = 100,
              estimator=None) -> dict[str, Any]:
   """Dataset figures for `images`: every example counts once (pad and mask)."""
-  estimator = estimator or make_estimator(
-      model, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
+  estimator = estimator or estimator_for_params(
+      model, params, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
       num_importance_samples=num_importance_samples, chunk=chunk)
   rng, mi_rng = jax.random.split(rng)
   parts: dict[str, list[np.ndarray]] = {}
