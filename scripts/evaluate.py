@@ -23,6 +23,9 @@ _CHUNK = flags.DEFINE_integer("chunk", None, "Samples per streamed chunk (bounds
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "Which split.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the Monte Carlo draws.")
+_GAPS = flags.DEFINE_integer("gap_examples", None,
+                             "Examples for the approximation/amortisation gaps (0: none).")
+_LIMIT = flags.DEFINE_integer("num_examples", None, "Evaluate only the first N examples.")
 
 
 def main(argv):
@@ -31,7 +34,8 @@ def main(argv):
   print(evaluation.evaluate_run(_WORKDIR.value, split=_SPLIT.value,
                                 checkpoint=_CHECKPOINT.value,
                                 num_importance_samples=_NUM_SAMPLES.value,
-                                chunk=_CHUNK.value, seed=_SEED.value))
+                                chunk=_CHUNK.value, seed=_SEED.value,
+                                gap_examples=_GAPS.value, num_examples=_LIMIT.value))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,10 @@ def test_tensorboard_events_read_back(digits_run):
   acc.Reload()
   assert [e.step for e in acc.Scalars("elbo")] == [10, 20, 30, 40]
   assert "samples" in acc.Tags()["images"] and "reconstructions" in acc.Tags()["images"]
+  assert "traversals" in acc.Tags()["images"]
+  test = json.load(open(os.path.join(workdir, "eval.json")))["test"]
+  assert acc.Scalars("test_active_units")[0].value == test["active_units"]
+  np.testing.assert_allclose(acc.Scalars("test_nll")[0].value, test["nll"]["value"], rtol=1e-6)
   jsonl = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   np.testing.assert_allclose([e.value for e in acc.Scalars("loss")],
                              [r["loss"] for r in jsonl], rtol=1e-6)

@@ -92,9 +92,10 @@ def latent_scatter(q_means: np.ndarray, labels: np.ndarray | None,
   order = np.argsort(kl_per_dim)[::-1]
   a, b = (order[0], order[1]) if len(order) > 1 else (order[0], order[0])
   fig, ax = plt.subplots(figsize=(5, 4.4))
-  points = ax.scatter(q_means[:, a], q_means[:, b], s=6,
-                      c=None if labels is None else labels, cmap="tab10")
-  if labels is not None:
+  if labels is None:
+    ax.scatter(q_means[:, a], q_means[:, b], s=6)
+  else:
+    points = ax.scatter(q_means[:, a], q_means[:, b], s=6, c=labels, cmap="tab10")
     fig.colorbar(points, ax=ax, label="label")
   ax.set_xlabel(f"E_q[z_{a}]")
   ax.set_ylabel(f"E_q[z_{b}]")

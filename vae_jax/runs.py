@@ -64,6 +64,21 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
 
 
+def config_from_dict(saved: dict) -> ml_collections.ConfigDict:
+  """A recorded config laid over today's defaults: fields added since the run
+  was made read as their defaults (unset, so they change nothing)."""
+  from vae_jax import config as config_lib
+  config = config_lib.default()
+  for path, value in flatten_dict(saved).items():
+    *parents, leaf = path.split(".")
+    node = config
+    for key in parents:
+      node = node[key]
+    with node.ignore_type():
+      node[leaf] = tuple(value) if isinstance(value, list) else value
+  return config
+
+
 @dataclasses.dataclass
 class Run:
   """A run as a notebook sees it: config, parameters, metrics and evaluation."""
@@ -90,7 +105,7 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
     raise UserError(f"{workdir!r} holds no run ({CONFIG_FILE} missing); give the --workdir "
                     "of a training run")
   record = read_json(path)
-  config = ml_collections.ConfigDict(record["config"])
+  config = config_from_dict(record["config"])
   spec = data.DataSpec(tuple(record["data_spec"]["image_shape"]),
                        record["data_spec"]["num_levels"], record["data_spec"]["dequantized"])
   directory = os.path.join(workdir, "best" if checkpoint == "best" else "checkpoints")

@@ -268,8 +268,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             "params": "raw" if t.ema_decay is None else "ema",
             "validation_elbo": meta["best_elbo"], "test": test,
             "provenance": provenance.provenance()}
-  writer.write_scalars(total_steps, {"test_elbo": test["elbo"]["value"],
-                                     "test_nll": test["nll"]["value"]}, jsonl=False)
+  final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
+           "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
+           "test_distortion": test["distortion"], "test_active_units": test["active_units"],
+           "test_mutual_information": test["mutual_information"]}
+  final.update({f"test_{k}": v for k, v in test.get("gaps", {}).items() if k.endswith("gap")})
+  writer.write_scalars(total_steps, final, jsonl=False)  # eval.json holds them for files
   writer.close()
   latest.close()
   best.close()
