@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags, logging
 
-from vae_jax.errors import UserError
+from vae_jax.errors import Interrupted, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -110,4 +110,7 @@ def run(main: Callable[[list[str]], None]) -> None:
       main(argv)
     except UserError as e:
       fail(str(e))
+    except Interrupted as e:  # preemption: a checkpoint is written; exit as the signal asks
+      print(str(e), file=sys.stderr)
+      sys.exit(128 + e.signum)
   app.run(wrapped, flags_parser=_parse)

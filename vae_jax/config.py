@@ -77,6 +77,7 @@ def default() -> ml_collections.ConfigDict:
   t.checkpoint_every_steps = 500
   t.keep_checkpoints = 2
   t.progress_bar = True
+  t.nan_policy = "stop"  # a non-finite loss/gradient: stop (naming the step) | skip the step
   t.ema_decay = config_dict.placeholder(float)  # e.g. 0.999: evaluate an EMA of the params
 
   c.eval = e = ml_collections.ConfigDict()
@@ -120,6 +121,7 @@ _CHOICES = {
     "objective.kl": ("analytic", "mc"),
     "optimizer.name": ("adam", "adamw", "sgd"),
     "optimizer.schedule": ("constant", "cosine"),
+    "train.nan_policy": ("stop", "skip"),
 }
 
 # field -> (lowest allowed, inclusive?) ; None values (unset placeholders) pass.

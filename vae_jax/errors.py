@@ -7,3 +7,11 @@ class UserError(Exception):
   The message is one line that names the problem and the fix; scripts print it
   as `error: <message>` and exit with status 2, without a traceback.
   """
+
+
+class Interrupted(Exception):
+  """Training stopped by a signal after writing a checkpoint; resume by rerunning."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum

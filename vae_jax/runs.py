@@ -110,10 +110,11 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
                        record["data_spec"]["num_levels"], record["data_spec"]["dequantized"])
   directory = os.path.join(workdir, "best" if checkpoint == "best" else "checkpoints")
   ckpts = checkpoints.Checkpoints(directory, max_to_keep=1_000_000)
-  step = ckpts.latest_step()
-  if step is None:
-    raise UserError(f"no {checkpoint} checkpoint in {directory}; train first or pick "
-                    "another checkpoint")
+  good = [s for s in reversed(ckpts.steps()) if ckpts.problem(s) is None]
+  if not good:
+    raise UserError(f"no usable {checkpoint} checkpoint in {directory}; train first, or pick"
+                    " the other with --checkpoint")
+  step = good[0]
   state, _ = ckpts.restore(step)
   ckpts.close()
   eval_path = os.path.join(workdir, EVAL_FILE)

@@ -11,7 +11,9 @@ bit for bit (same machine and software).
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -38,7 +40,7 @@ from vae_jax import (
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import model as model_lib
-from vae_jax.errors import UserError
+from vae_jax.errors import Interrupted, UserError
 from vae_jax.objectives import Objective
 
 
@@ -81,18 +83,46 @@ def make_update(model: model_lib.VAE, objective: Objective,
     data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
     x = transform(train_images[batch_idx], data_rng)
     loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
-    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+    (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema_decay is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    return TrainState(state.step + 1, params, opt_state, ema), metrics
+    # A non-finite loss or gradient leaves the state as it was (and is counted):
+    # the loop then stops or goes on, as train.nan_policy says.
+    finite = jnp.isfinite(loss_value) & jax.tree.reduce(
+        jnp.logical_and, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+    return TrainState(state.step + 1, keep(params, state.params),
+                      keep(opt_state, state.opt_state), keep(ema, state.ema_params)), metrics
 
   def multi_step(state, train_images, indices):
     return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
 
   return jax.jit(multi_step, donate_argnums=(0,))
+
+
+class _StopOnSignal:
+  """Notes SIGTERM/SIGINT (preemption, Ctrl-C) so the loop can checkpoint at the
+  end of the current dispatch and exit, instead of dying mid-step."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._note)
+
+  def _note(self, signum, frame):
+    del frame
+    self.received = signum
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
 
 
 def next_boundary(step: int, t: ml_collections.ConfigDict, total: int) -> int:
@@ -165,9 +195,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
   env = provenance.environment()
   meta = {"best_elbo": -math.inf, "best_step": None}
-  start = latest.latest_step() or 0
-  if start:
-    state, meta = latest.restore(start, like=state)
+  start = 0
+  restored = latest.restore_newest_good(state)
+  if restored:
+    start, state, meta = restored
     if meta.get("environment") != env:
       warnings.warn(f"resuming step {start} in a different environment "
                     f"({meta.get('environment')} -> {env}): results may differ in the last "
@@ -184,100 +215,115 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     return runs.read_json(eval_path)
 
   writer = writers.MetricWriter(workdir, resume_step=start)
-  os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-  estimator = evaluation.make_estimator(model, elbo_samples=config.eval.elbo_samples,
-                                        analytic_kl=True, num_importance_samples=0, chunk=1)
-  fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
+  try:
+    os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+    estimator = evaluation.make_estimator(model, elbo_samples=config.eval.elbo_samples,
+                                          analytic_kl=True, num_importance_samples=0, chunk=1)
+    fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
 
-  def validate_and_select(state: TrainState, step: int) -> dict:
-    val = evaluation.evaluate(model, state.eval_params, data.validation, eval_key,
-                              batch_size=config.eval.batch_size,
-                              elbo_samples=config.eval.elbo_samples, analytic_kl=True,
-                              estimator=estimator)
-    if val["elbo"]["value"] > meta["best_elbo"]:
-      meta.update(best_elbo=val["elbo"]["value"], best_step=step)
-      best.save(step, state, dict(meta, environment=env))
-    grid = _sample_grid(model, state.eval_params, fixed_z)
-    writer.write_images(step, {"samples": grid})
-    plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
-    return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
-            "val_distortion": val["distortion"]}
+    def validate_and_select(state: TrainState, step: int) -> dict:
+      val = evaluation.evaluate(model, state.eval_params, data.validation, eval_key,
+                                batch_size=config.eval.batch_size,
+                                elbo_samples=config.eval.elbo_samples, analytic_kl=True,
+                                estimator=estimator)
+      if val["elbo"]["value"] > meta["best_elbo"]:
+        meta.update(best_elbo=val["elbo"]["value"], best_step=step)
+        best.save(step, state, dict(meta, environment=env))
+      grid = _sample_grid(model, state.eval_params, fixed_z)
+      writer.write_images(step, {"samples": grid})
+      plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
+      return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
+              "val_distortion": val["distortion"]}
 
-  if start < total_steps:
-    update = make_update(model, objective, optimizer,
-                         data_lib.train_transform(data.train_transform, data.raw_levels),
-                         train_key, t.ema_decay)
-    train_images = jax.device_put(data.train)
-    pending: list[dict] = []
-    step, last_log_step, last_log_time = start, start, time.time()
-    bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", disable=not t.progress_bar,
-                    file=sys.stderr, dynamic_ncols=True)
-    while step < total_steps:
-      end = next_boundary(step, t, total_steps)
-      indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
-                                       t.batch_size)
-      state, metrics = update(state, train_images, indices)
-      pending.append(metrics)
-      bar.update(end - step)
-      step = end
-      is_log = step % t.log_every_steps == 0 or step == total_steps
-      is_eval = step % t.eval_every_steps == 0 or step == total_steps
-      is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps
-      if not (is_log or is_eval or is_ckpt):
-        continue
-      # Everything written from here on depends on this state: check it first.
-      host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)])
-              for k in pending[0]}
-      pending.clear()
-      bad = np.flatnonzero(~np.isfinite(host["loss"]))
-      if bad.size:
-        first_bad = step - len(host["loss"]) + int(bad[0]) + 1
-        raise UserError(f"the loss became {host['loss'][bad[0]]} at step {first_bad}; the "
-                        f"checkpoint of step {latest.latest_step() or 0} is intact; lower "
-                        "optimizer.learning_rate or set optimizer.grad_clip_norm")
-      row = {k: float(np.mean(v)) for k, v in host.items()}
-      row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
-                                 / (time.time() - last_log_time))
-      last_log_step = step
-      if is_eval:
-        row.update(validate_and_select(state, step))
-      if is_log or is_eval:
-        writer.write_scalars(step, row)
-        bar.set_postfix(loss=f"{row['loss']:.2f}", ex_per_s=f"{row['examples_per_sec']:.0f}")
-      if is_ckpt:
-        latest.save(step, state, dict(meta, environment=env))
-      last_log_time = time.time()  # examples/s counts training, not eval or saving
-    bar.close()
+    if start < total_steps:
+      update = make_update(model, objective, optimizer,
+                           data_lib.train_transform(data.train_transform, data.raw_levels),
+                           train_key, t.ema_decay)
+      train_images = jax.device_put(data.train)
+      pending: list[dict] = []
+      step, last_log_step, last_log_time = start, start, time.time()
+      bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", disable=not t.progress_bar,
+                      file=sys.stderr, dynamic_ncols=True)
+      signals = _StopOnSignal()
+      while step < total_steps:
+        end = next_boundary(step, t, total_steps)
+        indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
+                                         t.batch_size)
+        state, metrics = update(state, train_images, indices)
+        pending.append(metrics)
+        bar.update(end - step)
+        step = end
+        is_log = step % t.log_every_steps == 0 or step == total_steps
+        is_eval = step % t.eval_every_steps == 0 or step == total_steps
+        is_ckpt = (step % t.checkpoint_every_steps == 0 or step == total_steps
+                   or signals.received is not None)
+        if not (is_log or is_eval or is_ckpt):
+          continue
+        # Everything written from here on depends on this state: check it first.
+        host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)])
+                for k in pending[0]}
+        pending.clear()
+        bad = np.flatnonzero(host["skipped"])
+        if bad.size and t.nan_policy == "stop":
+          first_bad = step - len(host["loss"]) + int(bad[0]) + 1
+          raise UserError(f"the loss or its gradient became non-finite (loss "
+                          f"{host['loss'][bad[0]]}) at step {first_bad}; the checkpoint of step "
+                          f"{latest.latest_step() or 0} is intact; lower optimizer.learning_rate, "
+                          "set optimizer.grad_clip_norm, or --config.train.nan_policy=skip")
+        good = host["skipped"] == 0
+        row = {k: float(np.mean(v[good])) if good.any() else float("nan")
+               for k, v in host.items() if k != "skipped"}
+        row["skipped_steps"] = int(bad.size)
+        row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
+                                   / (time.time() - last_log_time))
+        last_log_step = step
+        if is_eval:
+          row.update(validate_and_select(state, step))
+        if is_log or is_eval:
+          writer.write_scalars(step, row)
+          bar.set_postfix(loss=f"{row['loss']:.2f}", ex_per_s=f"{row['examples_per_sec']:.0f}")
+        if is_ckpt:
+          latest.save(step, state, dict(meta, environment=env))
+        if signals.received is not None:
+          signals.restore()
+          raise Interrupted(signals.received, f"stopped by signal {signals.received} at step "
+                            f"{step}: checkpoint written to {latest.directory}; run the same "
+                            "command to resume")
+        last_log_time = time.time()  # examples/s counts training, not eval or saving
+      signals.restore()
+      bar.close()
 
-  # The test split is evaluated once, on the checkpoint chosen by validation.
-  best_step = best.latest_step()
-  best_state, _ = best.restore(best_step, like=state)
-  test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
-                                    jax.random.fold_in(eval_key, 1), config.eval)
-  if linear_gaussian.applies(config):
-    test["linear_gaussian"] = linear_gaussian.report(
-        model, best_state.eval_params, data.train, data.test, test, model.latent_dim)
-  writer.flush()
-  figures = plots.run_figures(model, best_state.eval_params, data.test, data.test_labels,
-                              fixed_z, writers.read_jsonl(writer.path), test)
-  for name, image in figures.items():
-    plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
-                   scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
-  writer.write_images(total_steps, figures)
-  result = {"split": "test", "checkpoint": "best", "step": int(best_step),
-            "params": "raw" if t.ema_decay is None else "ema",
-            "validation_elbo": meta["best_elbo"], "test": test,
-            "provenance": provenance.provenance()}
-  final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
-           "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
-           "test_distortion": test["distortion"], "test_active_units": test["active_units"],
-           "test_mutual_information": test["mutual_information"]}
-  final.update({f"test_{k}": v for k, v in test.get("gaps", {}).items() if k.endswith("gap")})
-  writer.write_scalars(total_steps, final, jsonl=False)  # eval.json holds them for files
-  writer.close()
-  latest.close()
-  best.close()
-  writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
-  print(evaluation.format_evaluation(result))
-  return result
+    # The test split is evaluated once, on the checkpoint chosen by validation.
+    best_step = best.latest_step()
+    best_state, _ = best.restore(best_step, like=state)
+    test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
+                                      jax.random.fold_in(eval_key, 1), config.eval)
+    if linear_gaussian.applies(config):
+      test["linear_gaussian"] = linear_gaussian.report(
+          model, best_state.eval_params, data.train, data.test, test, model.latent_dim)
+    writer.flush()
+    figures = plots.run_figures(model, best_state.eval_params, data.test, data.test_labels,
+                                fixed_z, writers.read_jsonl(writer.path), test)
+    for name, image in figures.items():
+      plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
+                     scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
+    writer.write_images(total_steps, figures)
+    result = {"split": "test", "checkpoint": "best", "step": int(best_step),
+              "params": "raw" if t.ema_decay is None else "ema",
+              "validation_elbo": meta["best_elbo"], "test": test,
+              "provenance": provenance.provenance()}
+    final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
+             "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
+             "test_distortion": test["distortion"], "test_active_units": test["active_units"],
+             "test_mutual_information": test["mutual_information"]}
+    final.update({f"test_{k}": v for k, v in test.get("gaps", {}).items() if k.endswith("gap")})
+    writer.write_scalars(total_steps, final, jsonl=False)  # eval.json holds them for files
+    writer.close()
+    latest.close()
+    best.close()
+    writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
+    print(evaluation.format_evaluation(result))
+    return result
+  finally:
+    writer.close()
 

@@ -96,6 +96,8 @@ class MetricWriter:
     self._tb.flush()
 
   def close(self) -> None:
-    self._jsonl.close()
-    self._tb.close()
-    self._tb_file.close()
+    """Idempotent: the loop closes the writer on every way out."""
+    if not self._jsonl.closed:
+      self._jsonl.close()
+      self._tb.close()
+      self._tb_file.close()

@@ -1,0 +1,232 @@
+"""Never losing a run: corrupt checkpoints, NaNs, signals, kill -9, bad input."""
+
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import runs, train
+from vae_jax.errors import UserError
+from vae_jax.objectives import Objective
+
+from conftest import ROOT, experiment
+
+
+def _equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _small(num_steps):
+  c = experiment("digits")
+  c.train.num_steps = num_steps
+  return c
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  train.train_and_evaluate(_small(60), workdir)
+  return runs.load_run(workdir, "latest")
+
+
+def _flip_a_byte(step_dir):
+  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+           if os.path.isfile(f) and os.path.getsize(f) > 64 and "manifest" not in f]
+  target = max(files, key=os.path.getsize)
+  with open(target, "r+b") as f:
+    f.seek(os.path.getsize(target) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_corrupt_newest_checkpoint_is_skipped_and_kept(tmp_path, reference):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(40), workdir)  # checkpoints at 20 and 40
+  _flip_a_byte(os.path.join(workdir, "checkpoints", "40"))
+  with pytest.warns(UserWarning, match=r"skipping checkpoint .*/40: 1 file\(s\) differ"):
+    train.train_and_evaluate(_small(60), workdir)
+  resumed = runs.load_run(workdir, "latest")
+  assert resumed.step == 60 and _equal(resumed.params, reference.params)
+  kept = os.listdir(os.path.join(workdir, "checkpoints_corrupt"))
+  assert len(kept) == 1 and kept[0].startswith("40.")  # set aside, not deleted
+
+
+def test_empty_step_folder_is_not_a_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(20), workdir)
+  os.makedirs(os.path.join(workdir, "checkpoints", "999"))
+  with pytest.warns(UserWarning, match="999: no valid checksum manifest"):
+    train.train_and_evaluate(_small(40), workdir)
+  assert runs.load_run(workdir, "latest").step == 40
+
+
+def test_no_good_checkpoint_is_one_error_and_nothing_moves(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(20), workdir)
+  _flip_a_byte(os.path.join(workdir, "checkpoints", "20"))
+  with pytest.warns(UserWarning), pytest.raises(UserError, match="no usable checkpoint"):
+    train.train_and_evaluate(_small(40), workdir)
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["20"]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(20), workdir)
+  os.remove(os.path.join(workdir, "config.json"))  # hide the config check: restore must catch it
+  c = _small(40)
+  c.model.latent_dim = 3
+  with pytest.raises(UserError, match="does not fit this model"):
+    train.train_and_evaluate(c, workdir)
+
+
+def _nan_at_step(monkeypatch, bad_step):
+  real = Objective.loss
+
+  def loss(self, model, params, batch, rng, step):
+    value, metrics = real(self, model, params, batch, rng, step)
+    value = jnp.where(step == bad_step, jnp.nan, value)
+    return value, dict(metrics, loss=value)
+
+  monkeypatch.setattr(Objective, "loss", loss)
+
+
+def test_nan_policy_skip_counts_and_goes_on(tmp_path, monkeypatch):
+  _nan_at_step(monkeypatch, 12)
+  c = _small(40)
+  c.train.nan_policy = "skip"
+  result = train.train_and_evaluate(c, str(tmp_path))
+  rows = runs.load_run(str(tmp_path)).metrics
+  assert [r["skipped_steps"] for r in rows] == [0, 1, 0, 0]
+  assert all(np.isfinite(r["loss"]) for r in rows)
+  assert np.isfinite(result["test"]["nll"]["value"])
+
+
+def test_nan_policy_stop_names_the_step(tmp_path, monkeypatch):
+  _nan_at_step(monkeypatch, 24)
+  with pytest.raises(UserError, match=r"became non-finite \(loss nan\) at step 25; the "
+                                      r"checkpoint of step 20 is intact"):
+    train.train_and_evaluate(_small(40), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["20"]
+
+
+# --------------------------------------------- signals and kill -9 (CLI runs)
+
+_LONG = ["--config=experiments/digits.py:small", "--config.train.num_steps=1500",
+         "--config.train.batch_size=256", "--config.model.encoder_hidden=(1024,)",
+         "--config.model.decoder_hidden=(1024,)", "--config.train.steps_per_dispatch=5",
+         "--config.train.log_every_steps=5", "--config.train.checkpoint_every_steps=50",
+         "--config.train.eval_every_steps=500", "--config.train.progress_bar=False"]
+
+
+def _start(workdir):
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *_LONG,
+                           f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(workdir, step, proc, timeout=120):
+  path = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    if rows and rows[-1]["step"] >= step:
+      return rows[-1]["step"]
+    time.sleep(0.01)
+  raise AssertionError(f"the run never reached step {step}")
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+  proc = _start(tmp_path)
+  _wait_for_step(str(tmp_path), 100, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert "Traceback" not in err
+  stopped_at = int(err.split("at step ")[1].split(":")[0])
+  assert str(stopped_at) in os.listdir(tmp_path / "checkpoints")
+  assert 100 <= stopped_at < 1500 and stopped_at % 5 == 0
+
+
+def test_kill_9_at_random_steps_then_resume_is_bitwise_identical(tmp_path):
+  """SIGKILL at 3 random points (at most the steps since the last checkpoint
+  are lost), resumed each time by the same command, ends with parameters
+  bitwise identical to an uninterrupted run's."""
+  full = tmp_path / "full"
+  proc = _start(full)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  victim = tmp_path / "killed"
+  rng = random.Random(0)
+  kills = sorted(rng.sample(range(60, 1400), 3))
+  for target in kills:
+    proc = _start(victim)
+    _wait_for_step(str(victim), target, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  proc = _start(victim)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  a, b = runs.load_run(str(full), "latest"), runs.load_run(str(victim), "latest")
+  assert a.step == b.step == 1500
+  assert _equal(a.params, b.params)
+  steps = [r["step"] for r in b.metrics]
+  assert steps == sorted(set(steps))  # no row twice after three truncations
+
+
+# ------------------------------------------------------ the bad-input table
+
+def _npz(tmp_path, **arrays):
+  path = tmp_path / "x.npz"
+  np.savez(path, **arrays)
+  return str(path)
+
+
+BAD_INPUTS = [
+    ("latent size out of range", {"model.latent_dim": 0}, "config.model.latent_dim=0"),
+    ("batch size of the wrong type", {"train.batch_size": "big"}, "must be a number"),
+    ("unknown dataset", {"data.name": "imagenet21k"}, "choose one of digits"),
+    ("unknown likelihood", {"model.likelihood": "poisson"}, "model.likelihood='poisson'"),
+    ("invalid objective combination", {"objective.name": "iwae"}, "set objective.kl=mc"),
+    ("missing backend", {"backend": "tpu"}, "JAX finds only cpu"),
+    ("batch larger than the data", {"train.batch_size": 5000}, "exceeds the 1297"),
+    ("validation eats the data", {"data.validation_size": 1497}, "leaves no training data"),
+    ("npz of the wrong shape", {"data.name": "npz", "npz": {"image": np.zeros((9, 4))}},
+     "expected (N, H, W)"),
+    ("npz of the wrong dtype", {"data.name": "npz",
+                                "npz": {"image": np.zeros((9, 2, 2), "complex64")}},
+     "expected integers or floats"),
+    ("NaN pixels", {"data.name": "npz", "model.likelihood": "gaussian",
+                    "npz": {"image": np.full((9, 2, 2), np.nan, np.float32)}}, "NaN or Inf"),
+    ("empty split", {"data.name": "npz", "npz": {"image": np.zeros((0, 2, 2), np.uint8)}},
+     "is empty"),
+    ("no pickles", {"data.name": "npz", "npz": {"image": np.array([None, 1], object)}},
+     "without pickles"),
+    ("Gaussian on discrete pixels", {"model.likelihood": "gaussian"}, "data.dequantize=True"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_table(tmp_path, name, overrides, message):
+  c = experiment("digits")
+  overrides = dict(overrides)
+  if "npz" in overrides:
+    c.data.path = _npz(tmp_path, **overrides.pop("npz"))
+    c.data.validation_size, c.data.test_size = 1, 1
+  for path, value in overrides.items():
+    section, _, leaf = path.rpartition(".")
+    node = c[section] if section else c
+    with node.ignore_type():
+      node[leaf] = value
+  with pytest.raises(UserError, match=".*".join(map(lambda s: s.replace("(", r"\(").replace(
+      ")", r"\)").replace(".", r"\."), [message]))) as e:
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "\n" not in str(e.value)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")  # failed before training
