@@ -24,3 +24,11 @@ def select_device(backend: str) -> jax.Device:
     raise UserError(f"config.backend={backend!r} but JAX finds only {', '.join(found)} "
                     f"devices; {fix}, or set --config.backend={found[0]}")
   return devices[0]
+
+
+def data_mesh(backend: str) -> jax.sharding.Mesh:
+  """A 1-D mesh, axis 'data', over every device of `backend`: the global batch
+  is split over it, the parameters replicated (jax.jit inserts the reductions)."""
+  import numpy as np
+  select_device(backend)
+  return jax.sharding.Mesh(np.asarray(jax.devices(backend)), ("data",))

@@ -76,8 +76,13 @@ def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformatio
 def make_update(model: model_lib.VAE, objective: Objective,
                 optimizer: optax.GradientTransformation,
                 transform: Callable[[jax.Array, jax.Array], jax.Array],
-                key: jax.Array, ema_decay: float | None = None) -> Callable:
-  """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,))."""
+                key: jax.Array, ema_decay: float | None = None,
+                mesh: jax.sharding.Mesh | None = None) -> Callable:
+  """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,)).
+
+  With a mesh of several devices, the indices, and so each batch, are split
+  over its 'data' axis; state and training set are replicated.
+  """
 
   def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
     data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
@@ -101,7 +106,14 @@ def make_update(model: model_lib.VAE, objective: Objective,
   def multi_step(state, train_images, indices):
     return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
 
-  return jax.jit(multi_step, donate_argnums=(0,))
+  if mesh is None or mesh.size == 1:
+    return jax.jit(multi_step, donate_argnums=(0,))
+  from jax.sharding import NamedSharding, PartitionSpec
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_split = NamedSharding(mesh, PartitionSpec(None, "data"))
+  return jax.jit(multi_step, donate_argnums=(0,),
+                 in_shardings=(replicated, replicated, batch_split),
+                 out_shardings=(replicated, replicated))
 
 
 class _StopOnSignal:
@@ -167,11 +179,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   the best checkpoint on the test split once; returns eval.json's contents."""
   config_lib.validate(config)
   device = backend.select_device(config.backend)
+  mesh = backend.data_mesh(config.backend)
+  if config.train.batch_size % mesh.size:
+    raise UserError(f"train.batch_size={config.train.batch_size} does not split over the "
+                    f"{mesh.size} {config.backend} devices; make it a multiple of {mesh.size}")
   runs.check_writable(workdir)
   _check_config_unchanged(workdir, config)
   try:
     with jax.default_device(device):
-      return _train_and_evaluate(config, workdir)
+      return _train_and_evaluate(config, workdir, mesh)
   except OSError as e:  # a full disk or a path blocked mid-run: say where, keep the rest
     steps = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1).steps()
     kept = f"the checkpoint of step {steps[-1]} is intact" if steps else "no checkpoint yet"
@@ -179,7 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     " free disk space or choose another --workdir") from None
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        mesh: jax.sharding.Mesh) -> dict:
   t = config.train
   data = data_lib.load(config.data, config.model.likelihood)
   model = model_lib.build(config.model, data.spec)
