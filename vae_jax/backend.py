@@ -1,5 +1,7 @@
 """Picks the device named by `config.backend`, with no silent fallback."""
 
+import os
+
 import jax
 
 from vae_jax.errors import UserError
@@ -11,8 +13,15 @@ def select_device(backend: str) -> jax.Device:
   For 'cpu', JAX is told before it starts not to probe (or reserve memory on)
   accelerators; once JAX's backends are up this has no effect, and is harmless.
   """
-  if backend == "cpu" and not jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+  fresh = not jax._src.xla_bridge.backends_are_initialized()  # noqa: SLF001
+  if backend == "cpu" and fresh:
     jax.config.update("jax_platforms", "cpu")
+  if backend == "gpu" and fresh and "xla_gpu_deterministic_ops" not in os.environ.get(
+      "XLA_FLAGS", ""):
+    # Policy: same config + seed -> same bits on a GPU too (XLA's deterministic
+    # scatter and reductions; recorded with the run's XLA flags).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_gpu_deterministic_ops=true").strip()
   try:
     devices = jax.devices(backend)
   except RuntimeError:
