@@ -1,6 +1,7 @@
 """Shared fixtures: configs in their small form, a linear-Gaussian model."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -16,6 +17,15 @@ def experiment(name: str, arg: str | None = "small"):
   config = cli.load_config_file(spec)
   config.train.progress_bar = False
   return config
+
+
+def train_cli(workdir, *args, env=None) -> subprocess.CompletedProcess:
+  """scripts/train.py in a subprocess (the digits small form unless args give --config)."""
+  if not any(a.startswith("--config=") for a in args):
+    args = ("--config=experiments/digits.py:small", *args)
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args,
+       f"--workdir={workdir}"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
 @pytest.fixture

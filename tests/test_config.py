@@ -2,8 +2,6 @@
 
 import glob
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,7 +9,7 @@ from vae_jax import config as config_lib
 from vae_jax import data, model
 from vae_jax.errors import UserError
 
-from conftest import ROOT, experiment
+from conftest import ROOT, experiment, train_cli
 
 EXPERIMENTS = sorted(os.path.basename(p)[:-3]
                      for p in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
@@ -99,9 +97,7 @@ def test_changed_fields_ignores_safe_ones():
 
 
 def _train_cli(*args, workdir="/nonexistent-never-created"):
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args,
-       f"--workdir={workdir}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+  return train_cli(workdir, *args)
 
 
 @pytest.mark.parametrize("args,message", [

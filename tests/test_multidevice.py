@@ -10,17 +10,13 @@ import numpy as np
 
 from vae_jax import runs
 
-from conftest import ROOT
+from conftest import ROOT, train_cli
 
 _EIGHT = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
 
 
 def _train(workdir, env, *extra):
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-       "--config=experiments/digits.py:small", f"--workdir={workdir}",
-       "--config.train.progress_bar=False", *extra],
-      capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+  return train_cli(workdir, "--config.train.progress_bar=False", *extra, env=env)
 
 
 def test_eight_devices_match_one(tmp_path):
@@ -32,6 +28,8 @@ def test_eight_devices_match_one(tmp_path):
   assert out.returncode == 0, out.stderr
   a, b = runs.load_run(str(one), "latest"), runs.load_run(str(eight), "latest")
   assert runs.read_json(str(eight / "config.json"))["provenance"]["device_count"] == 8
+  assert {r["num_devices"] for r in b.metrics} == {8}  # the state really lived on all 8
+  assert {r["num_devices"] for r in a.metrics} == {1}
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
   assert abs(a.evaluation["test"]["nll"]["value"] - b.evaluation["test"]["nll"]["value"]) < 1e-2

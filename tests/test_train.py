@@ -14,7 +14,7 @@ import pytest
 from vae_jax import runs, train
 from vae_jax.errors import UserError
 
-from conftest import ROOT, experiment
+from conftest import ROOT, experiment, train_cli
 
 
 def _leaves_equal(a, b) -> bool:
@@ -165,12 +165,8 @@ def test_full_disk_mid_run_keeps_checkpoints(tmp_path, monkeypatch):
 
 
 def _cli(workdir, *overrides):
-  env = dict(os.environ, PYTHONHASHSEED="0")
-  return subprocess.run(
-      [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-       "--config=experiments/digits.py:small", f"--workdir={workdir}",
-       "--config.train.progress_bar=False", *overrides],
-      capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+  return train_cli(workdir, "--config.train.progress_bar=False", *overrides,
+                   env=dict(os.environ, PYTHONHASHSEED="0"))
 
 
 def test_resume_is_bitwise_identical_to_uninterrupted_run(tmp_path):

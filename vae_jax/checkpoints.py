@@ -53,7 +53,8 @@ class Checkpoints:
   def _new_manager(self):
     options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
                                            enable_async_checkpointing=False)
-    return ocp.CheckpointManager(self.directory, options=options)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     if step in self.steps():
@@ -94,7 +95,14 @@ class Checkpoints:
     problem = self.problem(step)
     if problem:
       raise UserError(f"checkpoint {self.directory}/{step} is corrupt: {problem}")
-    target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    if like is None:  # the saved shapes, on this process's default device: a run saved
+      # on 8 devices loads in a notebook with one (orbax refuses a topology change).
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            self._manager.item_metadata(step)["state"], is_leaf=is_array)
+    else:
+      target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))

@@ -255,8 +255,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if start < total_steps:
       update = make_update(model, objective, optimizer,
                            data_lib.train_transform(data.train_transform, data.raw_levels),
-                           train_key, t.ema_decay)
+                           train_key, t.ema_decay, mesh)
       train_images = jax.device_put(data.train)
+      if mesh.size > 1:  # replicated over the mesh; each batch is split by `update`
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        train_images, state = jax.device_put((train_images, state), replicated)
       pending: list[dict] = []
       step, last_log_step, last_log_time = start, start, time.time()
       bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", disable=not t.progress_bar,
@@ -268,6 +271,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                          t.batch_size)
         state, metrics = update(state, train_images, indices)
         pending.append(metrics)
+        if step == start:  # once: what the run really ran on, for its metrics
+          num_devices = len(state.params["decoder"]["output"]["kernel"].sharding.device_set)
         bar.update(end - step)
         step = end
         is_log = step % t.log_every_steps == 0 or step == total_steps
@@ -291,6 +296,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         row = {k: float(np.mean(v[good])) if good.any() else float("nan")
                for k, v in host.items() if k != "skipped"}
         row["skipped_steps"] = int(bad.size)
+        row["num_devices"] = num_devices
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
                                    / (time.time() - last_log_time))
         last_log_step = step
