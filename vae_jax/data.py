@@ -228,7 +228,7 @@ def _dequantize_np(images: np.ndarray, levels: int, seed: int) -> np.ndarray:
   return (images.astype(np.float32) + u) / levels
 
 
-def _prepare_eval(images, levels, c, likelihood, seed):
+def _prepare_eval(images, levels, c, seed):
   if c.binarize != "none" and levels != 2:
     return _binarize_np(images, levels, seed)
   if c.dequantize:
@@ -271,8 +271,8 @@ def load(c: ml_collections.ConfigDict, likelihood: str) -> Data:
                       " or data.test_size")
 
   # Fixed seeds for evaluation splits: the test set is binarised/dequantised once.
-  val = _prepare_eval(val, levels, c, likelihood, seed=c.eval_noise_seed)
-  test = _prepare_eval(src.test, levels, c, likelihood, seed=c.eval_noise_seed + 1)
+  val = _prepare_eval(val, levels, c, seed=c.eval_noise_seed)
+  test = _prepare_eval(src.test, levels, c, seed=c.eval_noise_seed + 1)
   transform = "none"
   if c.binarize == "static" and levels != 2:
     train = _binarize_np(train, levels, seed=c.eval_noise_seed + 2)
