@@ -80,13 +80,7 @@ def _parse(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except UserError as e:
     fail(str(e))
-  except flags.Error as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if "--config" in message and ("invalid literal" in message or "could not" in message
-                                  or "Could not" in message):
-      fail(f"bad value: {message}")
-    fail(_config_error(argv, e) if "config" in message else message)
-  except Exception as e:  # config_flags raises plain exceptions for unknown fields
+  except Exception as e:  # absl's flags.Error, and config_flags' plain exceptions
     fail(_config_error(argv, e))
 
 

@@ -15,7 +15,10 @@ and in bits per dimension, figure / (D ln 2). Matmuls run at 'highest'
 precision: a reported number must not depend on a backend's fast default.
 """
 
+import json
 import math
+import os
+import time
 from typing import Any
 
 import jax
@@ -23,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from vae_jax import backend, diagnostics, objectives, provenance, runs, writers
 from vae_jax import data as data_lib
-from vae_jax import diagnostics, objectives
+from vae_jax.errors import UserError
 from vae_jax.model import VAE, Params
 
 
@@ -182,12 +186,6 @@ def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
                  num_examples: int | None = None) -> str:
   """Evaluates a saved run again, writes eval_<split>_<checkpoint>_k<k>.json and
   returns the printed summary (EMA parameters when the run keeps them)."""
-  import json
-  import os
-  import time
-
-  from vae_jax import backend, provenance, runs, writers
-  from vae_jax.errors import UserError
   run = runs.load_run(workdir, checkpoint)
   c = run.config
   k = num_importance_samples or c.eval.num_importance_samples
