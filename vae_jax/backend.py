@@ -37,7 +37,8 @@ def select_device(backend: str) -> jax.Device:
 
 def data_mesh(backend: str) -> jax.sharding.Mesh:
   """A 1-D mesh, axis 'data', over every device of `backend`: the global batch
-  is split over it, the parameters replicated (jax.jit inserts the reductions)."""
+  is split over it, the parameters replicated (jax.jit inserts the reductions).
+  Its first device is `select_device(backend)`."""
   import numpy as np
   select_device(backend)
   return jax.sharding.Mesh(np.asarray(jax.devices(backend)), ("data",))

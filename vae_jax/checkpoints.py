@@ -90,9 +90,11 @@ class Checkpoints:
     return f"{len(changed)} file(s) differ from the manifest, e.g. {changed[0]}" if changed \
         else None
 
-  def restore(self, step: int, like: Any | None = None) -> tuple[Any, dict]:
-    """(state, meta) at `step`, verified; `like` gives structure, shapes and dtypes."""
-    problem = self.problem(step)
+  def restore(self, step: int, like: Any | None = None, verify: bool = True
+              ) -> tuple[Any, dict]:
+    """(state, meta) at `step`; `like` gives structure, shapes and dtypes.
+    verify=False only for a step `newest_good_step` has just verified."""
+    problem = self.problem(step) if verify else None
     if problem:
       raise UserError(f"checkpoint {self.directory}/{step} is corrupt: {problem}")
     if like is None:  # the saved shapes, on this process's default device: a run saved
@@ -112,20 +114,27 @@ class Checkpoints:
                       "run") from None
     return out.state, out.meta
 
+  def newest_good_step(self, warn: bool = True) -> tuple[int | None, list[int]]:
+    """(the newest step whose files verify or None, the newer bad steps)."""
+    bad = []
+    for step in reversed(self.steps()):
+      problem = self.problem(step)
+      if problem is None:
+        return step, bad
+      if warn:
+        warnings.warn(f"skipping checkpoint {self.directory}/{step}: {problem}", stacklevel=3)
+      bad.append(step)
+    return None, bad
+
   def restore_newest_good(self, like: Any) -> tuple[int, Any, dict] | None:
     """The newest step that verifies and restores, skipping bad ones with a
     warning; None if there is no step at all; UserError if none is good."""
-    steps = self.steps()
-    bad = []
-    for step in reversed(steps):
-      problem = self.problem(step)
-      if problem is None:
-        state, meta = self.restore(step, like)
-        for b in bad:
-          self._set_aside(b)
-        return step, state, meta
-      warnings.warn(f"skipping checkpoint {self.directory}/{step}: {problem}", stacklevel=2)
-      bad.append(step)
+    step, bad = self.newest_good_step()
+    if step is not None:
+      state, meta = self.restore(step, like, verify=False)
+      for b in bad:
+        self._set_aside(b)
+      return step, state, meta
     if bad:
       raise UserError(f"no usable checkpoint in {self.directory}: steps {sorted(bad)} are all "
                       "corrupt or partly written; restore them from a backup, or move the "

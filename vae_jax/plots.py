@@ -117,6 +117,11 @@ def traversals(model, params, kl_per_dim: list[float], num_dims: int = 8,
   return image_grid(images.reshape((-1,) + model.image_shape), num_values)
 
 
+def sample_grid(model, params, z) -> np.ndarray:
+  """E[x|z] at the run's fixed z from the prior: comparable across training."""
+  return image_grid(np.asarray(model.mean_image(params, z)))
+
+
 def run_figures(model, params, test_images: np.ndarray, test_labels: np.ndarray | None,
                 fixed_z, metrics: list[dict], test: dict, batch_size: int = 500
                 ) -> dict[str, np.ndarray]:
@@ -135,7 +140,7 @@ def run_figures(model, params, test_images: np.ndarray, test_labels: np.ndarray 
     rows += [shown[start:start + cols], recon[start:start + cols]]
   return {
       "reconstructions": image_grid(np.concatenate(rows), cols),
-      "samples": image_grid(np.asarray(model.mean_image(params, fixed_z))),
+      "samples": sample_grid(model, params, fixed_z),
       "traversals": traversals(model, params, test["kl_per_dim"]),
       "latent_scatter": latent_scatter(q_means, test_labels, test["kl_per_dim"]),
       "kl_per_dimension": kl_per_dimension(test["kl_per_dim"],

@@ -110,12 +110,11 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
                        record["data_spec"]["num_levels"], record["data_spec"]["dequantized"])
   directory = os.path.join(workdir, "best" if checkpoint == "best" else "checkpoints")
   ckpts = checkpoints.Checkpoints(directory, max_to_keep=1_000_000)
-  good = [s for s in reversed(ckpts.steps()) if ckpts.problem(s) is None]
-  if not good:
+  step, _ = ckpts.newest_good_step(warn=False)
+  if step is None:
     raise UserError(f"no usable {checkpoint} checkpoint in {directory}; train first, or pick"
                     " the other with --checkpoint")
-  step = good[0]
-  state, _ = ckpts.restore(step)
+  state, _ = ckpts.restore(step, verify=False)
   ckpts.close()
   eval_path = os.path.join(workdir, EVAL_FILE)
   return Run(workdir=workdir, config=config, data_spec=spec,

@@ -160,25 +160,19 @@ def _check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> 
   if not os.path.exists(path):
     return
   old = runs.flatten_dict(runs.read_json(path)["config"])
-  changed = config_lib.changed_fields(old, config_lib.flatten(config))
+  new = config_lib.flatten(config)
+  changed = config_lib.changed_fields(old, new)
   if changed:
-    shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> "
-                      f"{config_lib.flatten(config).get(k, '<absent>')!r})"
+    shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r})"
                       for k in changed[:5])
     raise UserError(f"workdir {workdir!r} holds a run with a different config: {shown}; use "
                     "a new --workdir, or the same config to resume")
-
-
-def _sample_grid(model, params, z) -> np.ndarray:
-  """Samples E[x|z] at the run's fixed z: comparable across training."""
-  return plots.image_grid(np.asarray(model.mean_image(params, z)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the VAE of `config` in `workdir` (resuming if possible), then evaluates
   the best checkpoint on the test split once; returns eval.json's contents."""
   config_lib.validate(config)
-  device = backend.select_device(config.backend)
   mesh = backend.data_mesh(config.backend)
   if config.train.batch_size % mesh.size:
     raise UserError(f"train.batch_size={config.train.batch_size} does not split over the "
@@ -186,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   runs.check_writable(workdir)
   _check_config_unchanged(workdir, config)
   try:
-    with jax.default_device(device):
+    with jax.default_device(mesh.devices.flat[0]):
       return _train_and_evaluate(config, workdir, mesh)
   except OSError as e:  # a full disk or a path blocked mid-run: say where, keep the rest
     steps = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1).steps()
@@ -246,7 +240,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if val["elbo"]["value"] > meta["best_elbo"]:
         meta.update(best_elbo=val["elbo"]["value"], best_step=step)
         best.save(step, state, dict(meta, environment=env))
-      grid = _sample_grid(model, state.eval_params, fixed_z)
+      grid = plots.sample_grid(model, state.eval_params, fixed_z)
       writer.write_images(step, {"samples": grid})
       plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
       return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
@@ -272,7 +266,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, metrics = update(state, train_images, indices)
         pending.append(metrics)
         if step == start:  # once: what the run really ran on, for its metrics
-          num_devices = len(state.params["decoder"]["output"]["kernel"].sharding.device_set)
+          num_devices = len(jax.tree.leaves(state.params)[0].sharding.device_set)
         bar.update(end - step)
         step = end
         is_log = step % t.log_every_steps == 0 or step == total_steps
