@@ -5,6 +5,12 @@
       --config.model.latent_dim=4
 
 Running the same command again resumes from the last checkpoint in --workdir.
+
+Multi-process (multi-host): start one process per host with the same flags,
+plus --distributed on a cluster JAX detects (SLURM, Open MPI, Cloud TPU), or
+--coordinator_address=HOST:PORT --num_processes=P --process_id=i anywhere
+(two local CPU processes on 127.0.0.1 test the path). The workdir must be on
+a filesystem every process sees; process 0 writes logs, figures and results.
 """
 
 import os
@@ -21,12 +27,21 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, path[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed).",
                                required=True)
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Join a multi-process run JAX detects from the cluster.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "HOST:PORT of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..P-1.")
 
 
 def main(argv):
   del argv
   config = cli.config_value(_CONFIG)
-  from vae_jax import train  # Deferred: flags first, then JAX.
+  from vae_jax import backend, train  # Deferred: flags first, then JAX.
+  if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value is not None:
+    backend.initialize_distributed(config.backend, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                   _PROCESS_ID.value)
   train.train_and_evaluate(config, _WORKDIR.value)
 
 

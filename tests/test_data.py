@@ -165,3 +165,21 @@ def test_tfds_offline_fails_fast_naming_the_options(tmp_path, monkeypatch):
               "binomial")
   assert time.time() - start < 10
 
+
+
+def test_process_shards_are_disjoint_equal_and_keep_evaluation_whole():
+  c = _data_config(validation_size=100, test_size=300)
+  whole = data.load(c, "binomial")
+  parts = [data.load(c, "binomial", shard=(i, 3)) for i in range(3)]
+  size = len(whole.train) // 3  # 1397 // 3: the last 2 examples are left out
+  assert [len(p.train) for p in parts] == [size] * 3
+  np.testing.assert_array_equal(np.concatenate([p.train for p in parts]),
+                                whole.train[:3 * size])
+  for p in parts:
+    np.testing.assert_array_equal(p.test, whole.test)
+    np.testing.assert_array_equal(p.validation, whole.validation)
+  # Each process shuffles its shard in its own order; no stream is the 1-process order.
+  a, b = (data.batch_indices(0, 0, 1, size, 8, stream=s) for s in (0, 1))
+  assert not np.array_equal(a, b)
+  np.testing.assert_array_equal(data.batch_indices(0, 0, 1, size, 8),
+                                data.epoch_permutation(0, 0, size)[None, :8])

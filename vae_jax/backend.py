@@ -3,6 +3,8 @@
 import os
 
 import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vae_jax.errors import UserError
 
@@ -36,9 +38,63 @@ def select_device(backend: str) -> jax.Device:
 
 
 def data_mesh(backend: str) -> jax.sharding.Mesh:
-  """A 1-D mesh, axis 'data', over every device of `backend`: the global batch
-  is split over it, the parameters replicated (jax.jit inserts the reductions).
-  Its first device is `select_device(backend)`."""
-  import numpy as np
+  """A 1-D mesh, axis 'data', over every device of `backend` in every process:
+  the global batch is split over it, the parameters replicated (jax.jit inserts
+  the reductions). Its first device is `select_device(backend)`."""
   select_device(backend)
   return jax.sharding.Mesh(np.asarray(jax.devices(backend)), ("data",))
+
+
+def initialize_distributed(backend: str, coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins this process to a multi-process (multi-host) run via JAX's own
+  runtime, before anything else touches JAX. With no arguments JAX detects the
+  cluster (SLURM, Open MPI, Kubernetes, Cloud TPU); on CPU the collectives run
+  over gloo (TCP), so processes on one machine can test the multi-host path."""
+  if backend == "cpu":
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  except (RuntimeError, ValueError) as e:
+    raise UserError(f"could not join the distributed run ({str(e).splitlines()[0][:200]}); "
+                    "give --coordinator_address=HOST:PORT, --num_processes and --process_id, "
+                    "or run under a cluster JAX detects (SLURM, Open MPI, Cloud TPU)") from None
+
+
+def is_lead() -> bool:
+  """Whether this process writes files, logs and figures: process 0 only."""
+  return jax.process_index() == 0
+
+
+def global_array(mesh: jax.sharding.Mesh, spec: PartitionSpec, local) -> jax.Array:
+  """The global array whose part on this process's devices is `local`: for an
+  axis split over 'data', this process's contiguous share; for one not split,
+  the whole (every process gives the same values)."""
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(local))
+
+
+def on_each_device(mesh: jax.sharding.Mesh, local: np.ndarray) -> jax.Array:
+  """A (mesh.size * len(local), ...) array, split on axis 0 over 'data', whose
+  block on each device is this process's `local` (its shard of the training
+  set): per-device gathers then never leave the device."""
+  mine = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  return jax.make_array_from_single_device_arrays(
+      (mesh.size * len(local),) + local.shape[1:], NamedSharding(mesh, PartitionSpec("data")),
+      [jax.device_put(local, d) for d in mine])
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (a no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def gather(tree):
+  """Host numpy copies of (possibly cross-process) arrays, whole on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)

@@ -8,6 +8,10 @@ SHA-256 of every file, last; a step without a valid manifest is not a
 checkpoint. Restoring tries steps from newest to oldest, warns about each bad
 one, and moves bad ones aside (never deletes them) only once a good one is
 found and training goes on from it.
+
+In a multi-process run every process takes part in each save and restore
+(orbax writes collectively); process 0 alone writes manifests and moves bad
+steps aside, and the others wait for it.
 """
 
 import hashlib
@@ -21,6 +25,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from vae_jax import backend
 from vae_jax.errors import UserError
 
 MANIFEST = "vae_jax_manifest.json"
@@ -67,8 +72,10 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
     step_dir = os.path.join(self.directory, str(step))
-    from vae_jax.writers import atomic_write_text  # the manifest is written last, whole
-    atomic_write_text(os.path.join(step_dir, MANIFEST), json.dumps(_digests(step_dir)))
+    if backend.is_lead():
+      from vae_jax.writers import atomic_write_text  # the manifest is written last, whole
+      atomic_write_text(os.path.join(step_dir, MANIFEST), json.dumps(_digests(step_dir)))
+    backend.barrier(f"manifest {self.directory} {step}")
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -99,7 +106,7 @@ class Checkpoints:
       raise UserError(f"checkpoint {self.directory}/{step} is corrupt: {problem}")
     if like is None:  # the saved shapes, on this process's default device: a run saved
       # on 8 devices loads in a notebook with one (orbax refuses a topology change).
-      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       is_array = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
       target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                             self._manager.item_metadata(step)["state"], is_leaf=is_array)
@@ -121,7 +128,7 @@ class Checkpoints:
       problem = self.problem(step)
       if problem is None:
         return step, bad
-      if warn:
+      if warn and backend.is_lead():
         warnings.warn(f"skipping checkpoint {self.directory}/{step}: {problem}", stacklevel=3)
       bad.append(step)
     return None, bad
@@ -143,10 +150,12 @@ class Checkpoints:
 
   def _set_aside(self, step: int) -> None:
     """Moves a bad step out of orbax's sight (kept for inspection, never deleted)."""
-    aside = f"{self.directory}_corrupt"
-    os.makedirs(aside, exist_ok=True)
-    shutil.move(os.path.join(self.directory, str(step)),
-                os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"))
+    if backend.is_lead():
+      aside = f"{self.directory}_corrupt"
+      os.makedirs(aside, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)),
+                  os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"))
+    backend.barrier(f"set aside {self.directory} {step}")
     self._manager.close()
     self._manager = self._new_manager()
 

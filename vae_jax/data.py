@@ -252,8 +252,21 @@ def _check_data_fits_likelihood(levels, c, likelihood):
     raise UserError("data.dequantize=True needs integer pixels; the data are continuous")
 
 
-def load(c: ml_collections.ConfigDict, likelihood: str) -> Data:
-  """Loads `c.name`, checks it fits `likelihood`, and prepares the splits."""
+def shard_of(n: int, index: int, count: int) -> slice:
+  """Process `index` of `count`: its contiguous, equal share of n training
+  examples (the last n % count are left out, as a partial batch would be)."""
+  size = n // count
+  return slice(index * size, (index + 1) * size)
+
+
+def load(c: ml_collections.ConfigDict, likelihood: str, shard: tuple[int, int] = (0, 1)
+         ) -> Data:
+  """Loads `c.name`, checks it fits `likelihood`, and prepares the splits.
+
+  shard=(index, count): a process of a multi-process run keeps only its share
+  of the training examples (`shard_of`); validation and test stay whole, as
+  every process evaluates its part of every padded batch.
+  """
   src = SOURCES[c.name](c)
   levels = src.num_levels
   _check_data_fits_likelihood(levels, c, likelihood)
@@ -265,6 +278,13 @@ def load(c: ml_collections.ConfigDict, likelihood: str) -> Data:
     train, train_labels, val, val_labels = _split_off(train, train_labels, c.validation_size)
   else:
     val, val_labels = src.validation, src.validation_labels
+  index, count = shard
+  if count > 1:
+    if len(train) < count:
+      raise UserError(f"{len(train)} training examples cannot be shared by {count} processes;"
+                      " use fewer processes or more data")
+    keep = shard_of(len(train), index, count)
+    train, train_labels = train[keep], None if train_labels is None else train_labels[keep]
   for name, images in (("train", train), ("validation", val), ("test", src.test)):
     if len(images) == 0:
       raise UserError(f"the {name} split of {c.name!r} is empty; adjust data.validation_size"
@@ -299,13 +319,16 @@ def train_transform(kind: str, levels: int | None) -> Callable[[jax.Array, jax.A
 # ---------------------------------------------------------------- batching
 
 
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-  """The order of the n training examples in `epoch`: a pure function of both."""
-  return np.random.default_rng([seed, epoch]).permutation(n)
+def epoch_permutation(seed: int, epoch: int, n: int, stream: int | None = None
+                      ) -> np.ndarray:
+  """The order of the n training examples in `epoch`: a pure function of both
+  (and of `stream`, a process's own shuffle in a multi-process run)."""
+  key = [seed, epoch] if stream is None else [seed, epoch, stream]
+  return np.random.default_rng(key).permutation(n)
 
 
 def batch_indices(seed: int, first_step: int, num_steps: int, n: int,
-                  batch_size: int) -> np.ndarray:
+                  batch_size: int, stream: int | None = None) -> np.ndarray:
   """Indices of the training batches of steps first_step.. (num_steps, batch_size).
 
   Each epoch is a fresh permutation; its last partial batch is dropped.
@@ -316,7 +339,7 @@ def batch_indices(seed: int, first_step: int, num_steps: int, n: int,
   for i, step in enumerate(range(first_step, first_step + num_steps)):
     epoch, pos = divmod(step, steps_per_epoch)
     if epoch not in cache:
-      cache[epoch] = epoch_permutation(seed, epoch, n)
+      cache[epoch] = epoch_permutation(seed, epoch, n, stream)
     out[i] = cache[epoch][pos * batch_size:(pos + 1) * batch_size]
   return out
 

@@ -95,11 +95,29 @@ def _batch_estimates(model: VAE, params: Params, batch: jax.Array, rng: jax.Arra
     return jax.vmap(fn)(batch, rngs)
 
 
-def make_estimator(model: VAE, **kwargs):
+def make_estimator(model: VAE, mesh: jax.sharding.Mesh | None = None, **kwargs):
   """A jitted (params, batch, rng) -> per-example estimates, compiled once for
-  any params: what validation during training uses."""
-  return jax.jit(lambda params, batch, rng: _batch_estimates(model, params, batch, rng,
-                                                             **kwargs))
+  any params: what validation during training uses. With a mesh of several
+  devices the batch and the estimates are split over its 'data' axis (each
+  example's key depends on its place in the batch, not on the split)."""
+  fn = lambda params, batch, rng: _batch_estimates(model, params, batch, rng, **kwargs)
+  if mesh is None or mesh.size == 1:
+    return jax.jit(fn)
+  from jax.sharding import NamedSharding, PartitionSpec
+  replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh,
+                                                                          PartitionSpec("data"))
+  jitted = jax.jit(lambda params, batch, key_data: fn(params, batch,
+                                                       jax.random.wrap_key_data(key_data)),
+                   in_shardings=(replicated, split, replicated), out_shardings=split)
+
+  def sharded(params, batch, rng):
+    # Each process gives its rows of the padded batch; all get all estimates.
+    rows = len(batch) // jax.process_count()
+    mine = batch[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+    key_data = backend.global_array(mesh, PartitionSpec(), jax.random.key_data(rng))
+    return backend.gather(jitted(params, backend.global_array(mesh, PartitionSpec("data"), mine),
+                                 key_data))
+  return sharded
 
 
 def estimator_for_params(model: VAE, params: Params, **kwargs):
@@ -118,14 +136,18 @@ MAX_ROWS_PER_CHUNK = 5000
 def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
              batch_size: int, elbo_samples: int, analytic_kl: bool,
              num_importance_samples: int = 0, chunk: int = 100,
-             estimator=None) -> dict[str, Any]:
-  """Dataset figures for `images`: every example counts once (pad and mask)."""
+             estimator=None, mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+  """Dataset figures for `images`: every example counts once (pad and mask).
+  With a mesh of several devices, each padded batch is split over them."""
   if num_importance_samples:  # bound the temporaries, whatever eval.batch_size says
     batch_size = min(batch_size, max(1, MAX_ROWS_PER_CHUNK // min(chunk,
                                                                   num_importance_samples)))
-  estimator = estimator or estimator_for_params(
-      model, params, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
-      num_importance_samples=num_importance_samples, chunk=chunk)
+  kwargs = dict(elbo_samples=elbo_samples, analytic_kl=analytic_kl,
+                num_importance_samples=num_importance_samples, chunk=chunk)
+  if mesh is not None and mesh.size > 1:
+    batch_size = -(-batch_size // mesh.size) * mesh.size  # padded to split evenly
+    estimator = estimator or make_estimator(model, mesh, **kwargs)
+  estimator = estimator or estimator_for_params(model, params, **kwargs)
   rng, mi_rng = jax.random.split(rng)
   parts: dict[str, list[np.ndarray]] = {}
   for i, (batch, mask) in enumerate(data_lib.eval_batches(images, batch_size)):
@@ -163,17 +185,18 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
 
 def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Array,
                     e, num_importance_samples: int | None = None,
-                    chunk: int | None = None) -> dict[str, Any]:
+                    chunk: int | None = None, mesh: jax.sharding.Mesh | None = None
+                    ) -> dict[str, Any]:
   """Everything `config.eval` asks for on one split: estimates with errors,
   diagnostics, and (eval.gap_examples > 0) the gap decomposition."""
   est_rng, gap_rng = jax.random.split(rng)
   result = evaluate(model, params, images, est_rng, batch_size=e.batch_size,
                     elbo_samples=e.elbo_samples, analytic_kl=True,
                     num_importance_samples=num_importance_samples or e.num_importance_samples,
-                    chunk=chunk or e.importance_chunk)
-  if e.gap_examples:
+                    chunk=chunk or e.importance_chunk, mesh=mesh)
+  if e.gap_examples:  # on each process's own device, from a host copy of the params
     result["gaps"] = diagnostics.gap_decomposition(
-        model, params, images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,
+        model, backend.gather(params), images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,
         elbo_samples=max(e.elbo_samples, 10),
         num_importance_samples=num_importance_samples or e.num_importance_samples,
         batch_size=e.batch_size)

@@ -1,5 +1,6 @@
 """Where a number came from: code version, packages, machine and XLA settings."""
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -31,6 +32,7 @@ def environment() -> dict:
       "platform": devices[0].platform,
       "device_kind": devices[0].device_kind,
       "device_count": len(devices),
+      "process_count": jax.process_count(),
       "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -55,3 +57,11 @@ def provenance() -> dict:
       "packages": versions,
       **environment(),
   }
+
+
+def fingerprint(tree) -> str:
+  """SHA-256 (first 16 hex digits) of a pytree of host arrays' bytes."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    h.update(leaf.tobytes())
+  return h.hexdigest()[:16]

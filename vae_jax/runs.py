@@ -29,7 +29,7 @@ def check_writable(workdir: str) -> None:
   for directory in (workdir, *(os.path.join(workdir, d) for d in WRITTEN_DIRS)):
     if directory != workdir and not os.path.lexists(directory):
       continue  # created later, inside a workdir just shown writable
-    probe = os.path.join(directory, ".write_probe")
+    probe = os.path.join(directory, f".write_probe.{os.getpid()}")  # one per process
     try:
       os.makedirs(directory, exist_ok=True)
       with open(probe, "w") as f:

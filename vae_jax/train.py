@@ -81,12 +81,19 @@ def make_update(model: model_lib.VAE, objective: Objective,
   """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,)).
 
   With a mesh of several devices, the indices, and so each batch, are split
-  over its 'data' axis; state and training set are replicated.
+  over its 'data' axis and the state is replicated. `train_images` is then
+  `backend.on_each_device` of a process's shard, and each device gathers its
+  part of the batch from its own block (its indices are into that shard).
   """
+  gather = lambda images, idx: images[idx]
+  if mesh is not None and mesh.size > 1:
+    from jax.sharding import NamedSharding, PartitionSpec
+    gather = jax.shard_map(gather, mesh=mesh, in_specs=(PartitionSpec("data"),) * 2,
+                           out_specs=PartitionSpec("data"))
 
   def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
     data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
-    x = transform(train_images[batch_idx], data_rng)
+    x = transform(gather(train_images, batch_idx), data_rng)
     loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
     (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -108,11 +115,10 @@ def make_update(model: model_lib.VAE, objective: Objective,
 
   if mesh is None or mesh.size == 1:
     return jax.jit(multi_step, donate_argnums=(0,))
-  from jax.sharding import NamedSharding, PartitionSpec
   replicated = NamedSharding(mesh, PartitionSpec())
-  batch_split = NamedSharding(mesh, PartitionSpec(None, "data"))
   return jax.jit(multi_step, donate_argnums=(0,),
-                 in_shardings=(replicated, replicated, batch_split),
+                 in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
+                               NamedSharding(mesh, PartitionSpec(None, "data"))),
                  out_shardings=(replicated, replicated))
 
 
@@ -180,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   runs.check_writable(workdir)
   _check_config_unchanged(workdir, config)
   try:
-    with jax.default_device(mesh.devices.flat[0]):
+    with jax.default_device(mesh.local_devices[0]):
       return _train_and_evaluate(config, workdir, mesh)
   except OSError as e:  # a full disk or a path blocked mid-run: say where, keep the rest
     steps = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1).steps()
@@ -192,16 +198,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         mesh: jax.sharding.Mesh) -> dict:
   t = config.train
-  data = data_lib.load(config.data, config.model.likelihood)
+  lead, num_processes = backend.is_lead(), jax.process_count()
+  data = data_lib.load(config.data, config.model.likelihood,
+                       shard=(jax.process_index(), num_processes))
   model = model_lib.build(config.model, data.spec)
   objective = Objective.from_config(config.objective)
   optimizer = build_optimizer(config.optimizer)
-  total_steps = num_train_steps(t, len(data.train))
+  # A multi-process run: each process draws batch_size / P examples per step
+  # from its own shard, in its own order; P = 1 is the single-process run.
+  local_batch = t.batch_size // num_processes
+  stream = None if num_processes == 1 else jax.process_index()
+  total_steps = num_train_steps(t, len(data.train) * num_processes)
 
   init_key, train_key, eval_key, image_key = jax.random.split(jax.random.key(config.seed), 4)
   params = model.init(init_key)
   state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
                      None if t.ema_decay is None else jax.tree.map(jnp.copy, params))
+  if mesh.size > 1:  # replicated over the mesh (and restored so by orbax)
+    state = jax.tree.map(lambda a: backend.global_array(mesh, jax.sharding.PartitionSpec(), a),
+                         state)
   latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
   best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
   env = provenance.environment()
@@ -217,18 +232,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   record = {"config": runs.config_to_dict(config), "data_spec": {
       "image_shape": list(data.spec.image_shape), "num_levels": data.spec.num_levels,
       "dequantized": data.spec.dequantized}, "num_train_examples": len(data.train),
-      "total_steps": total_steps, "provenance": provenance.provenance()}
-  writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
-                            json.dumps(record, indent=2) + "\n")
+      "total_steps": total_steps, "num_processes": num_processes,
+      "provenance": provenance.provenance()}
   eval_path = os.path.join(workdir, runs.EVAL_FILE)
-  if start >= total_steps and os.path.exists(eval_path):
-    print(f"run in {workdir} already finished at step {start}; results in {eval_path}")
+  finished = start >= total_steps and os.path.exists(eval_path)
+  if lead:
+    writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
+                              json.dumps(record, indent=2) + "\n")
+  backend.barrier("config written")
+  if finished:
+    if lead:
+      print(f"run in {workdir} already finished at step {start}; results in {eval_path}")
     return runs.read_json(eval_path)
 
-  writer = writers.MetricWriter(workdir, resume_step=start)
+  writer = (writers.MetricWriter(workdir, resume_step=start) if lead
+            else writers.NullWriter())
   try:
     os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-    estimator = evaluation.make_estimator(model, elbo_samples=config.eval.elbo_samples,
+    estimator = evaluation.make_estimator(model, mesh, elbo_samples=config.eval.elbo_samples,
                                           analytic_kl=True, num_importance_samples=0, chunk=1)
     fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
 
@@ -236,13 +257,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       val = evaluation.evaluate(model, state.eval_params, data.validation, eval_key,
                                 batch_size=config.eval.batch_size,
                                 elbo_samples=config.eval.elbo_samples, analytic_kl=True,
-                                estimator=estimator)
+                                estimator=estimator, mesh=mesh)
       if val["elbo"]["value"] > meta["best_elbo"]:
         meta.update(best_elbo=val["elbo"]["value"], best_step=step)
         best.save(step, state, dict(meta, environment=env))
-      grid = plots.sample_grid(model, state.eval_params, fixed_z)
-      writer.write_images(step, {"samples": grid})
-      plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
+      if lead:  # figures from a host copy: the other processes are not in this
+        grid = plots.sample_grid(model, backend.gather(state.eval_params), fixed_z)
+        writer.write_images(step, {"samples": grid})
+        plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
       return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
               "val_distortion": val["distortion"]}
 
@@ -250,19 +272,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       update = make_update(model, objective, optimizer,
                            data_lib.train_transform(data.train_transform, data.raw_levels),
                            train_key, t.ema_decay, mesh)
-      train_images = jax.device_put(data.train)
-      if mesh.size > 1:  # replicated over the mesh; each batch is split by `update`
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        train_images, state = jax.device_put((train_images, state), replicated)
+      if mesh.size > 1:  # this process's shard on each of its devices
+        train_images = backend.on_each_device(mesh, data.train)
+      else:
+        train_images = jax.device_put(data.train)
       pending: list[dict] = []
       step, last_log_step, last_log_time = start, start, time.time()
-      bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", disable=not t.progress_bar,
-                      file=sys.stderr, dynamic_ncols=True)
+      bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
+                      disable=not (t.progress_bar and lead), file=sys.stderr,
+                      dynamic_ncols=True)
       signals = _StopOnSignal()
       while step < total_steps:
         end = next_boundary(step, t, total_steps)
         indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
-                                         t.batch_size)
+                                         local_batch, stream)
+        if mesh.size > 1:
+          indices = backend.global_array(mesh, jax.sharding.PartitionSpec(None, "data"),
+                                         indices)
         state, metrics = update(state, train_images, indices)
         pending.append(metrics)
         if step == start:  # once: what the run really ran on, for its metrics
@@ -271,8 +297,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         step = end
         is_log = step % t.log_every_steps == 0 or step == total_steps
         is_eval = step % t.eval_every_steps == 0 or step == total_steps
-        is_ckpt = (step % t.checkpoint_every_steps == 0 or step == total_steps
-                   or signals.received is not None)
+        stop = signals.received is not None
+        if num_processes > 1:  # a signal to any process stops all at the same step
+          stop = bool(np.any(backend.gather(np.array([stop], np.int32))))
+        is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stop
         if not (is_log or is_eval or is_ckpt):
           continue
         # Everything written from here on depends on this state: check it first.
@@ -301,9 +329,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           bar.set_postfix(loss=f"{row['loss']:.2f}", ex_per_s=f"{row['examples_per_sec']:.0f}")
         if is_ckpt:
           latest.save(step, state, dict(meta, environment=env))
-        if signals.received is not None:
+        if stop:
           signals.restore()
-          raise Interrupted(signals.received, f"stopped by signal {signals.received} at step "
+          signum = signals.received or signal.SIGTERM  # (received by another process)
+          raise Interrupted(signum, f"stopped by signal {signum} at step "
                             f"{step}: checkpoint written to {latest.directory}; run the same "
                             "command to resume")
         last_log_time = time.time()  # examples/s counts training, not eval or saving
@@ -314,17 +343,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_step = best.latest_step()
     best_state, _ = best.restore(best_step, like=state)
     test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
-                                      jax.random.fold_in(eval_key, 1), config.eval)
+                                      jax.random.fold_in(eval_key, 1), config.eval, mesh=mesh)
+    host_params = backend.gather(best_state.eval_params)
     if linear_gaussian.applies(config):
       test["linear_gaussian"] = linear_gaussian.report(
-          model, best_state.eval_params, data.train, data.test, test, model.latent_dim)
-    writer.flush()
-    figures = plots.run_figures(model, best_state.eval_params, data.test, data.test_labels,
-                                fixed_z, writers.read_jsonl(writer.path), test)
-    for name, image in figures.items():
-      plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
-                     scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
-    writer.write_images(total_steps, figures)
+          model, host_params, data.train, data.test, test, model.latent_dim)
+    if num_processes > 1:  # the replicas must agree, or a number below is a lie
+      fingerprint = provenance.fingerprint(
+          jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), best_state.eval_params))
+      print(f"process {jax.process_index()} of {num_processes}: step {total_steps}, local "
+            f"parameter copy sha256 {fingerprint}", file=sys.stderr)
+    if lead:
+      writer.flush()
+      figures = plots.run_figures(model, host_params, data.test, data.test_labels,
+                                  fixed_z, writers.read_jsonl(writer.path), test)
+      for name, image in figures.items():
+        plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
+                       scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
+      writer.write_images(total_steps, figures)
     result = {"split": "test", "checkpoint": "best", "step": int(best_step),
               "params": "raw" if t.ema_decay is None else "ema",
               "validation_elbo": meta["best_elbo"], "test": test,
@@ -338,8 +374,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     latest.close()
     best.close()
-    writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
-    print(evaluation.format_evaluation(result))
+    if lead:
+      writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
+      print(evaluation.format_evaluation(result))
+    backend.barrier("eval written")
     return result
   finally:
     writer.close()

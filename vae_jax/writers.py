@@ -101,3 +101,19 @@ class MetricWriter:
       self._jsonl.close()
       self._tb.close()
       self._tb_file.close()
+
+
+class NullWriter:
+  """What the processes other than process 0 of a multi-process run write: nothing."""
+
+  def write_scalars(self, step: int, scalars: dict, jsonl: bool = True) -> None:
+    del step, scalars, jsonl
+
+  def write_images(self, step: int, images: dict) -> None:
+    del step, images
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
