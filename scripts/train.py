@@ -42,7 +42,14 @@ def main(argv):
   if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value is not None:
     backend.initialize_distributed(config.backend, _COORDINATOR.value, _NUM_PROCESSES.value,
                                    _PROCESS_ID.value)
-  train.train_and_evaluate(config, _WORKDIR.value)
+  if config.sweep_index is None:
+    train.train_and_evaluate(config, _WORKDIR.value)
+    return
+  from vae_jax import launch, sweeps  # a member of a sweep, in WORKDIR/<its name>
+  sweep = sweeps.Sweep(config_flags.get_config_filename(flags.FLAGS["config"]))
+  index = config.sweep_index
+  member = sweep.members[index] if 0 <= index < len(sweep) else {}
+  launch.run_member(sweep, index, _WORKDIR.value, sweeps.apply(config, member))
 
 
 if __name__ == "__main__":

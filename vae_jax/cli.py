@@ -24,11 +24,17 @@ def fail(message: str) -> None:
   sys.exit(EXIT_USER_ERROR)
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  path, _, arg = spec.partition(":")
+def load_module(path: str):
+  """A config or sweep file, imported by path."""
   module_spec = importlib.util.spec_from_file_location("_vae_jax_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  path, _, arg = spec.partition(":")
+  module = load_module(path)
   return module.get_config(arg) if arg else module.get_config()
 
 

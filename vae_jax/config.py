@@ -25,6 +25,8 @@ def default() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.backend = "cpu"  # cpu | gpu | tpu; no silent fallback
+  # With a sweep file as --config: train its member i, in <workdir>/<its name>.
+  c.sweep_index = config_dict.placeholder(int)
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "digits"
@@ -88,6 +90,8 @@ def default() -> ml_collections.ConfigDict:
   e.num_images = 64
   e.gap_examples = 0  # >0: split log p(x) - ELBO into approximation and amortisation gaps
   e.gap_steps = 300  # Adam steps optimising each example's q for the gap
+  e.gradient_draws = 0  # >0: variance and SNR of the training gradient over this many draws
+  e.gradient_batch = 64  # test examples in the batch of that gradient
   return c
 
 
@@ -140,11 +144,14 @@ _MINIMA = {
     "eval.num_importance_samples": (1, True), "eval.importance_chunk": (1, True),
     "eval.elbo_samples": (1, True), "eval.num_images": (1, True),
     "eval.gap_examples": (0, True), "eval.gap_steps": (1, True),
+    "eval.gradient_draws": (0, True), "eval.gradient_batch": (1, True),
     "train.ema_decay": (0, False),
 }
 
 # The combinations that are invalid, one row each: (is_invalid(config), why and fix).
 _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
+    (lambda c: c.eval.gradient_draws == 1,
+     "eval.gradient_draws=1: a variance needs at least 2 draws; set it to 0 (off) or >= 2"),
     (lambda c: c.objective.name == "iwae" and c.objective.beta != 1.0,
      "objective.name=iwae with objective.beta != 1: β-weighting has no meaning in the IWAE "
      "bound; set objective.beta=1"),

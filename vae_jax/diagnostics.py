@@ -131,3 +131,34 @@ def gap_decomposition(model: VAE, params: Params, images: np.ndarray, rng: jax.A
       "amortisation_gap": float((opt - enc).mean()), "amortisation_gap_se": se(opt - enc),
       "num_importance_samples": num_importance_samples,
   }
+
+
+def gradient_noise(model: VAE, objective, params: Params, batch: jax.Array, rng: jax.Array,
+                   num_draws: int, step: int = 0) -> dict[str, float]:
+  """How noisy the training gradient is at fixed parameters and a fixed batch:
+  the loss's gradient over `num_draws` independent draws of z (and of the
+  objective's other randomness). For the encoder and decoder parameters apart
+  and together: total variance Σ_j Var[g_j], squared norm of the mean gradient
+  ‖E g‖², and the mean per-parameter signal-to-noise ratio |E g_j| / std g_j
+  (Rainforth et al. 2018). The variance of the mean over draws is used
+  (ddof=1), so the figures are unbiased for Var[g_j].
+  """
+  step = jnp.asarray(step, jnp.int32)
+
+  def grad(key):
+    return jax.grad(lambda p: objective.loss(model, p, batch, key, step)[0])(params)
+
+  grads = jax.jit(jax.vmap(grad))(jax.random.split(rng, num_draws))
+  out = {}
+  for part in ("encoder", "decoder", "all"):
+    tree = grads if part == "all" else grads[part]
+    g = np.concatenate([np.asarray(x, np.float64).reshape(num_draws, -1)
+                        for x in jax.tree.leaves(tree)], axis=1)
+    mean, var = g.mean(axis=0), g.var(axis=0, ddof=1)
+    std = np.sqrt(var)
+    snr = np.abs(mean[std > 0]) / std[std > 0]
+    out[f"{part}_variance"] = float(var.sum())
+    out[f"{part}_mean_sq_norm"] = float(np.sum(mean ** 2))
+    out[f"{part}_snr"] = float(snr.mean()) if snr.size else math.inf
+  out["num_draws"] = num_draws
+  return out

@@ -15,6 +15,7 @@ and in bits per dimension, figure / (D ln 2). Matmuls run at 'highest'
 precision: a reported number must not depend on a backend's fast default.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -182,13 +183,14 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
   return result
 
 
-
 def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Array,
                     e, num_importance_samples: int | None = None,
-                    chunk: int | None = None, mesh: jax.sharding.Mesh | None = None
-                    ) -> dict[str, Any]:
+                    chunk: int | None = None, mesh: jax.sharding.Mesh | None = None,
+                    objective=None) -> dict[str, Any]:
   """Everything `config.eval` asks for on one split: estimates with errors,
-  diagnostics, and (eval.gap_examples > 0) the gap decomposition."""
+  diagnostics, (eval.gap_examples > 0) the gap decomposition, and
+  (eval.gradient_draws > 0, given the training `objective`) the noise of its
+  gradient at these parameters on the first eval.gradient_batch examples."""
   est_rng, gap_rng = jax.random.split(rng)
   result = evaluate(model, params, images, est_rng, batch_size=e.batch_size,
                     elbo_samples=e.elbo_samples, analytic_kl=True,
@@ -200,6 +202,18 @@ def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Arr
         elbo_samples=max(e.elbo_samples, 10),
         num_importance_samples=num_importance_samples or e.num_importance_samples,
         batch_size=e.batch_size)
+  if e.gradient_draws and objective is not None:
+    noise = lambda o: diagnostics.gradient_noise(
+        model, o, backend.gather(params), images[:e.gradient_batch],
+        jax.random.fold_in(rng, 2), e.gradient_draws,
+        step=o.kl_warmup_steps)  # the objective as trained, past any warm-up
+    result["gradient"] = noise(objective)
+    if objective.name == "elbo":  # both KL estimators at the same parameters and draws
+      other = noise(dataclasses.replace(objective, analytic_kl=not objective.analytic_kl))
+      mc, analytic = ((other, result["gradient"]) if objective.analytic_kl
+                      else (result["gradient"], other))
+      result["gradient"]["encoder_variance_mc_over_analytic_kl"] = (
+          mc["encoder_variance"] / analytic["encoder_variance"])
   return result
 
 
@@ -222,7 +236,8 @@ def evaluate_run(workdir: str, *, split: str = "test", checkpoint: str = "best",
     images = images[:num_examples] if num_examples else images
     start = time.perf_counter()
     result = full_evaluation(run.model, run.eval_params, images, jax.random.key(seed), c.eval,
-                             num_importance_samples=k, chunk=chunk)
+                             num_importance_samples=k, chunk=chunk,
+                             objective=objectives.Objective.from_config(c.objective))
     result["seconds"] = time.perf_counter() - start
   out = {"split": split, "checkpoint": checkpoint, "step": run.step,
          "params": "ema" if run.ema_params is not None else "raw", "test": result,

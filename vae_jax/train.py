@@ -343,7 +343,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_step = best.latest_step()
     best_state, _ = best.restore(best_step, like=state)
     test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
-                                      jax.random.fold_in(eval_key, 1), config.eval, mesh=mesh)
+                                      jax.random.fold_in(eval_key, 1), config.eval, mesh=mesh,
+                                      objective=objective)
     host_params = backend.gather(best_state.eval_params)
     if linear_gaussian.applies(config):
       test["linear_gaussian"] = linear_gaussian.report(

@@ -1,0 +1,23 @@
+"""β: the rate-distortion curve (Alemi et al. 2018, "Fixing a Broken ELBO").
+
+Each β trades rate (KL) for distortion (-E log p(x|z)); the table and the
+curve are over 3 seeds (small) or 2 (full).
+
+  python scripts/sweep.py --config=experiments/ablations/beta.py:small --workdir=runs/beta
+  python scripts/sweep.py --config=experiments/ablations/beta.py:full --workdir=runs/beta_mnist
+"""
+
+from vae_jax import sweeps
+from vae_jax.sweeps import product, sweep
+
+PLOTS = [{"x": "test_rate", "y": "test_distortion", "along": "objective.beta"},
+         {"x": "objective.beta", "y": "test_nll", "log_x": True}]
+
+
+def get_config(arg=None):
+  return sweeps.ablation_base(arg, small_steps=1000, full_epochs=10)
+
+
+def get_sweep(arg=None):
+  seeds = [0, 1] if arg == "full" else [0, 1, 2]
+  return product(sweep("objective.beta", [0.1, 0.3, 1.0, 3.0, 10.0]), sweep("seed", seeds))

@@ -1,0 +1,66 @@
+"""Runs a sweep (experiments/ablations/*.py): every member in its own
+subdirectory, then one results table and its figures.
+
+  python scripts/sweep.py --config=experiments/ablations/beta.py:small --workdir=runs/beta
+  python scripts/sweep.py --config=... --workdir=... --dry_run        # list the members
+  python scripts/sweep.py --config=... --workdir=... --parallel=2     # 2 processes at a time
+  python scripts/sweep.py --config=... --workdir=... --launcher=submitit   # SLURM job array
+  python scripts/sweep.py --config=... --workdir=... --set=data.path=../shared/data/mnist/train.npz
+
+Running the same command again skips finished members and resumes the others.
+One member from any scheduler: scripts/train.py --config=SWEEP_FILE --config.sweep_index=i
+--workdir=DIR (it trains in DIR/<member name>).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from vae_jax import cli  # noqa: E402
+
+_CONFIG = flags.DEFINE_string("config", None, "Sweep file, path[:arg].", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep (created; resumed).",
+                               required=True)
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and their status; run none.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members trained at once (local launcher).")
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "submitit"],
+                              "local processes, or a submitit job array (SLURM).")
+_CLUSTER = flags.DEFINE_string("cluster", None, "submitit cluster: None (detect: SLURM if "
+                               "present), 'slurm', 'local' or 'debug'.")
+_SET = flags.DEFINE_multi_string("set", [], "key=value given to every member as "
+                                 "--config.key=value (e.g. data.path=FILE).")
+
+
+def main(argv):
+  del argv
+  from vae_jax import launch, results, sweeps  # Deferred: flags first.
+  sweep = sweeps.Sweep(_CONFIG.value)
+  extra = [f"--config.{kv}" for kv in _SET.value]
+  if _DRY_RUN.value:
+    print(f"{len(sweep)} members of {sweep.spec}, in {_WORKDIR.value}/<name>:")
+    for i, (name, member) in enumerate(zip(sweep.names, sweep.members)):
+      status = launch.read_status(launch.member_dir(_WORKDIR.value, sweep, i))
+      print(f"  {i:3d}  {name:40s}  {status['status']:9s}  "
+            + " ".join(f"--config.{k}={v}" for k, v in member.items()))
+    return
+  if _LAUNCHER.value == "local":
+    statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, extra)
+  else:
+    statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, extra)
+  csv_path, md_path = results.write_tables(sweep, _WORKDIR.value)
+  figures = [results.plot(sweep, _WORKDIR.value, **p) for p in sweep.plots]
+  with open(md_path) as f:
+    print(f.read())
+  print(f"written: {csv_path}, {md_path}" + "".join(f", {p}" for p in figures))
+  failed = [n for n, s in statuses.items() if s != "finished"]
+  if failed:
+    cli.fail(f"{len(failed)} of {len(sweep)} members did not finish ({', '.join(failed[:5])}); "
+             f"their errors are in results.md and {_WORKDIR.value}/logs/; run the same "
+             "command again to resume them")
+
+
+if __name__ == "__main__":
+  cli.run(main)
