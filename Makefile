@@ -4,7 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test
+ABLATIONS := beta latent_size iwae_k warmup_free_bits kl_estimator
+
+.PHONY: run test ablations
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,3 +20,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check vae_jax scripts experiments tests
 	$(PY) -m pytest -q tests
+
+# Every shipped ablation in its small form (digits), members vectorised where
+# they differ only in seed/β/learning rate: tables and figures in runs/ablations/.
+ablations: $(VENV)/.installed
+	for a in $(ABLATIONS); do \
+	  $(PY) scripts/sweep.py --config=experiments/ablations/$$a.py:small \
+	    --workdir=runs/ablations/$$a --vectorize > /dev/null || exit 1; done

@@ -3,6 +3,7 @@ the matmul peak, at several batch sizes; prints a table and writes JSON.
 
   python scripts/benchmark.py --out=runs/benchmark.json
   python scripts/benchmark.py --trials=2 --batch_sizes=32,128   # quick look
+  python scripts/benchmark.py --what=vectorized --out=runs/vectorized.json
 """
 
 import json
@@ -21,7 +22,8 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128", "512", "2048"], "B
 _EXAMPLES = flags.DEFINE_integer("examples_per_trial", 65536, "Examples per measurement.")
 _SPD = flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted lax.scan.")
 _WHAT = flags.DEFINE_list("what", ["train", "importance"],
-                          "train: step throughput; importance: k=5000 log-likelihood.")
+                          "train: step throughput; importance: k=5000 log-likelihood; "
+                          "vectorized: 8 sweep members vmapped vs one after another.")
 
 
 def main(argv):
@@ -38,6 +40,14 @@ def main(argv):
           f"{r['seconds']:.1f} s, {r['ratio_to_matmul_time']:.2f}x its matmul time "
           f"({r['tflop']:.2f} TFLOP at {r['matmul_peak_gflops']:.0f} GFLOP/s = "
           f"{r['matmul_seconds']:.1f} s)")
+  if "vectorized" in _WHAT.value:
+    result["vectorized_sweep"] = []
+    for size in ("digits", "mnist"):
+      r = benchmark.vectorized_sweep(size, trials=_TRIALS.value)
+      result["vectorized_sweep"].append(r)
+      print(f"vectorised sweep, {size} size, {r['members']} members x {r['steps']} steps of "
+            f"batch {r['batch_size']}: one after another {r['separate_seconds']:.2f} s, "
+            f"vmapped {r['vectorized_seconds']:.2f} s: {r['speedup']:.2f}x")
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:
     json.dump(result, f, indent=2)

@@ -4,6 +4,7 @@ subdirectory, then one results table and its figures.
   python scripts/sweep.py --config=experiments/ablations/beta.py:small --workdir=runs/beta
   python scripts/sweep.py --config=... --workdir=... --dry_run        # list the members
   python scripts/sweep.py --config=... --workdir=... --parallel=2     # 2 processes at a time
+  python scripts/sweep.py --config=... --workdir=... --vectorize    # vmapped seeds/β/lr
   python scripts/sweep.py --config=... --workdir=... --launcher=submitit   # SLURM job array
   python scripts/sweep.py --config=... --workdir=... --set=data.path=../shared/data/mnist/train.npz
 
@@ -30,6 +31,10 @@ _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "submitit"],
                               "local processes, or a submitit job array (SLURM).")
 _CLUSTER = flags.DEFINE_string("cluster", None, "submitit cluster: None (detect: SLURM if "
                                "present), 'slurm', 'local' or 'debug'.")
+_VECTORIZE = flags.DEFINE_bool("vectorize", False, "Train members that differ only in seed, "
+                                "β or learning rate as one vmapped program per group.")
+_MEMBERS = flags.DEFINE_string("members", None, "Comma-separated member indices to train in "
+                               "this process (with --vectorize: together); no tables.")
 _SET = flags.DEFINE_multi_string("set", [], "key=value given to every member as "
                                  "--config.key=value (e.g. data.path=FILE).")
 
@@ -37,8 +42,7 @@ _SET = flags.DEFINE_multi_string("set", [], "key=value given to every member as 
 def main(argv):
   del argv
   from vae_jax import launch, results, sweeps  # Deferred: flags first.
-  sweep = sweeps.Sweep(_CONFIG.value)
-  extra = [f"--config.{kv}" for kv in _SET.value]
+  sweep = sweeps.Sweep(_CONFIG.value, _SET.value)
   if _DRY_RUN.value:
     print(f"{len(sweep)} members of {sweep.spec}, in {_WORKDIR.value}/<name>:")
     for i, (name, member) in enumerate(zip(sweep.names, sweep.members)):
@@ -46,10 +50,21 @@ def main(argv):
       print(f"  {i:3d}  {name:40s}  {status['status']:9s}  "
             + " ".join(f"--config.{k}={v}" for k, v in member.items()))
     return
+  if _MEMBERS.value is not None:
+    try:
+      members = [int(i) for i in _MEMBERS.value.split(",")]
+    except ValueError:
+      cli.fail(f"--members={_MEMBERS.value}: give indices, e.g. --members=0,3")
+    if _VECTORIZE.value:
+      launch.run_group(sweep, members, _WORKDIR.value)
+    else:
+      for i in members:
+        launch.run_member(sweep, i, _WORKDIR.value)
+    return
   if _LAUNCHER.value == "local":
-    statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, extra)
+    statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, _VECTORIZE.value)
   else:
-    statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, extra)
+    statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, _VECTORIZE.value)
   csv_path, md_path = results.write_tables(sweep, _WORKDIR.value)
   figures = [results.plot(sweep, _WORKDIR.value, **p) for p in sweep.plots]
   with open(md_path) as f:

@@ -182,3 +182,74 @@ def format_table(result: dict) -> str:
                  f"{100 * r['fraction_of_matmul_peak']:>13.1f}% "
                  f"{100 * r['plain_fraction_of_matmul_peak']:>11.1f}%")
   return "\n".join(lines)
+
+
+def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
+                     steps_per_dispatch: int = 20, trials: int = 3) -> dict:
+  """Training throughput of `members` runs differing in seed and β: one after
+  another (each the library's jitted update) vs one vmapped program
+  (vae_jax.vectorized). size 'digits': 64-256-8 Binomial, batch 64; 'mnist':
+  784-500-20 Bernoulli, batch 128. Compilation excluded; trials interleaved."""
+  from vae_jax import vectorized
+  c = config_lib.default()
+  if size == "digits":
+    spec, batch = data_lib.DataSpec((8, 8, 1), 17), 64
+    images = np.random.default_rng(0).integers(0, 17, (1297, 8, 8, 1)).astype(np.float32)
+    transform = data_lib.train_transform("none", 17)
+  else:
+    c.model.likelihood, c.model.latent_dim = "bernoulli", 20
+    c.model.encoder_hidden = c.model.decoder_hidden = (500,)
+    spec, batch = data_lib.DataSpec((28, 28, 1), 2), 128
+    images = flax_example_setup().images
+    transform = data_lib.train_transform("none", 2)
+  c.train.batch_size = batch
+  vae = model_lib.build(c.model, spec)
+  optimizer = train.build_optimizer(c.optimizer)
+  betas = np.linspace(0.5, 2.0, members).astype(np.float32)
+  states = [train.initial_state(vae, optimizer, jax.random.key(i), None)
+            for i in range(members)]
+  keys = [jax.random.key(100 + i) for i in range(members)]
+  chunks = range(0, num_steps, steps_per_dispatch)
+  idx = {i: [data_lib.batch_indices(i, s, steps_per_dispatch, len(images), batch)
+             for s in chunks] for i in range(members)}
+  device_images = jax.device_put(images)
+  separate = [train.make_update(vae, dataclasses.replace(Objective(), beta=float(b)), optimizer,
+                                transform, k) for b, k in zip(betas, keys)]
+  together = vectorized.make_update(vae, Objective(), c, transform)
+  stacked_idx = [np.stack([idx[i][j] for i in range(members)]) for j in range(len(chunks))]
+  args = (jnp.stack(keys), jnp.asarray(betas), jnp.full(members, c.optimizer.learning_rate,
+                                                         jnp.float32))
+
+  def run_separate():
+    out = []
+    for m in range(members):
+      state = jax.tree.map(jnp.copy, states[m])
+      for j in idx[m]:
+        state, metrics = separate[m](state, device_images, j)
+      out.append(metrics)
+    jax.block_until_ready(out)
+
+  def run_together():
+    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    for j in stacked_idx:
+      state, metrics = together(state, device_images, j, *args)
+    jax.block_until_ready(metrics)
+
+  for m in range(members):  # compile both
+    jax.block_until_ready(separate[m](jax.tree.map(jnp.copy, states[m]), device_images,
+                                      idx[m][0]))
+  jax.block_until_ready(together(jax.tree.map(lambda *a: jnp.stack(a), *states),
+                                 device_images, stacked_idx[0], *args))
+  times: dict[str, list[float]] = {"separate": [], "vectorized": []}
+  for _ in range(trials):
+    for name, fn in (("separate", run_separate), ("vectorized", run_together)):
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  sep, vec = statistics.median(times["separate"]), statistics.median(times["vectorized"])
+  examples = members * len(chunks) * steps_per_dispatch * batch
+  return {"size": size, "members": members, "steps": len(chunks) * steps_per_dispatch,
+          "batch_size": batch, "separate_seconds": sep, "vectorized_seconds": vec,
+          "separate_examples_per_sec": examples / sep,
+          "vectorized_examples_per_sec": examples / vec, "speedup": sep / vec,
+          "trials": trials, "device": jax.devices()[0].device_kind}

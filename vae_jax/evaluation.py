@@ -186,7 +186,7 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
 def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Array,
                     e, num_importance_samples: int | None = None,
                     chunk: int | None = None, mesh: jax.sharding.Mesh | None = None,
-                    objective=None) -> dict[str, Any]:
+                    objective=None, estimator=None) -> dict[str, Any]:
   """Everything `config.eval` asks for on one split: estimates with errors,
   diagnostics, (eval.gap_examples > 0) the gap decomposition, and
   (eval.gradient_draws > 0, given the training `objective`) the noise of its
@@ -195,7 +195,7 @@ def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Arr
   result = evaluate(model, params, images, est_rng, batch_size=e.batch_size,
                     elbo_samples=e.elbo_samples, analytic_kl=True,
                     num_importance_samples=num_importance_samples or e.num_importance_samples,
-                    chunk=chunk or e.importance_chunk, mesh=mesh)
+                    chunk=chunk or e.importance_chunk, mesh=mesh, estimator=estimator)
   if e.gap_examples:  # on each process's own device, from a host copy of the params
     result["gaps"] = diagnostics.gap_decomposition(
         model, backend.gather(params), images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,

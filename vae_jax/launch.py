@@ -7,12 +7,13 @@ line), and its wall time summed over attempts. A finished member (eval.json
 written) is skipped when the sweep is launched again; any other is resumed.
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from typing import Any
 
 import tqdm
 
@@ -33,8 +34,9 @@ def read_status(run_dir: str) -> dict:
   path = os.path.join(run_dir, STATUS_FILE)
   status = runs.read_json(path) if os.path.exists(path) else {"status": "pending",
                                                                "seconds": 0.0}
-  if os.path.exists(os.path.join(run_dir, runs.EVAL_FILE)):
-    status["status"] = "finished"
+  finished = os.path.exists(os.path.join(run_dir, runs.EVAL_FILE))
+  if finished or status["status"] == "finished":  # eval.json is what finished means
+    status["status"] = "finished" if finished else "unfinished"
   return status
 
 
@@ -43,106 +45,160 @@ def _write_status(run_dir: str, record: dict) -> None:
                             json.dumps(record, indent=2) + "\n")
 
 
+@contextlib.contextmanager
+def _recorded(sweep: Sweep, indices: list[int], workdir: str):
+  """Marks the members running, then finished or failed (with the error line),
+  adding the wall time to each (its share, when several train together)."""
+  records = []
+  for i in indices:
+    if not 0 <= i < len(sweep):
+      raise UserError(f"config.sweep_index={i} but the sweep {sweep.spec} has "
+                      f"{len(sweep)} members (0..{len(sweep) - 1})")
+    run_dir = member_dir(workdir, sweep, i)
+    runs.check_writable(run_dir)
+    before = read_status(run_dir)
+    records.append((run_dir, {
+        "name": sweep.names[i], "index": i, "overrides": sweep.members[i], "status": "running",
+        "error": None, "seconds": before.get("seconds", 0.0),
+        "attempts": before.get("attempts", 0) + 1,
+        "trained_with": [sweep.names[j] for j in indices if j != i]}))
+  for run_dir, record in records:
+    _write_status(run_dir, record)
+  start = time.time()
+  try:
+    yield
+  except BaseException as e:
+    line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for _, record in records:
+      record.update(status="failed", error=f"{type(e).__name__}: {line}")
+    raise
+  else:
+    for _, record in records:
+      record.update(status="finished")
+  finally:
+    for run_dir, record in records:
+      record["seconds"] += (time.time() - start) / len(records)
+      _write_status(run_dir, record)
+
+
 def run_member(sweep: Sweep, index: int, workdir: str, config=None) -> dict:
   """Trains member `index` (its config, or `config` with the member's
   overrides already applied) and returns its eval.json; the status file says
   what happened, also when this raises."""
   from vae_jax import train  # Deferred: JAX.
-  if not 0 <= index < len(sweep):
-    raise UserError(f"config.sweep_index={index} but the sweep {sweep.spec} has "
-                    f"{len(sweep)} members (0..{len(sweep) - 1})")
-  run_dir = member_dir(workdir, sweep, index)
-  runs.check_writable(run_dir)
-  before = read_status(run_dir)
-  record = {"name": sweep.names[index], "index": index, "overrides": sweep.members[index],
-            "status": "running", "error": None, "seconds": before.get("seconds", 0.0),
-            "attempts": before.get("attempts", 0) + 1}
-  _write_status(run_dir, record)
-  start = time.time()
-  try:
-    result = train.train_and_evaluate(config or sweep.configs[index], run_dir)
-  except BaseException as e:
-    line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    record.update(status="failed", error=f"{type(e).__name__}: {line}")
-    raise
-  else:
-    record.update(status="finished")
-    return result
-  finally:
-    record["seconds"] += time.time() - start
-    _write_status(run_dir, record)
+  with _recorded(sweep, [index], workdir):
+    return train.train_and_evaluate(config or sweep.configs[index],
+                                    member_dir(workdir, sweep, index))
 
 
-def _command(sweep: Sweep, index: int, workdir: str, extra: Sequence[str]) -> list[str]:
+def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
+  """Trains members that differ only in seed, β or learning rate as one
+  vmapped program (vae_jax.vectorized); statuses as `run_member`."""
+  from vae_jax import vectorized  # Deferred: JAX.
+  with _recorded(sweep, indices, workdir):
+    return vectorized.train_members([sweep.configs[i] for i in indices],
+                                    [member_dir(workdir, sweep, i) for i in indices])
+
+
+def _command(sweep: Sweep, unit: list[int], workdir: str) -> list[str]:
+  """The process that trains `unit`: one member through scripts/train.py
+  (what any scheduler runs), or a vectorised group through scripts/sweep.py."""
+  sets = [f"--set={kv}" for kv in sweep.overrides]
+  if len(unit) > 1:
+    return [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--config={sweep.spec}",
+            f"--workdir={workdir}", f"--members={','.join(map(str, unit))}", "--vectorize",
+            *sets]
   return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--config={sweep.spec}",
-          f"--config.sweep_index={index}", f"--workdir={workdir}",
-          "--config.train.progress_bar=False", *extra]
+          f"--config.sweep_index={unit[0]}", f"--workdir={workdir}",
+          "--config.train.progress_bar=False", *(f"--config.{kv}" for kv in sweep.overrides)]
 
 
-def run_local(sweep: Sweep, workdir: str, parallel: int = 1, extra: Sequence[str] = (),
+def _unfinished(sweep: Sweep, workdir: str) -> list[int]:
+  return [i for i in range(len(sweep))
+          if read_status(member_dir(workdir, sweep, i))["status"] != "finished"]
+
+
+def units(sweep: Sweep, workdir: str, vectorize: bool = False) -> list[list[int]]:
+  """What each process trains: one unfinished member, or with `vectorize` every
+  group of unfinished members that differ only in seed, β or learning rate."""
+  todo = _unfinished(sweep, workdir)
+  if not vectorize:
+    return [[i] for i in todo]
+  from vae_jax import vectorized
+  return [[todo[j] for j in group]
+          for group in vectorized.groups([sweep.configs[i] for i in todo])]
+
+
+def _settle(sweep: Sweep, workdir: str, unit: list[int], returncode: int, log: str) -> None:
+  """After a process ends: a member it left 'running' (killed, crashed) is failed."""
+  for i in unit:
+    run_dir = member_dir(workdir, sweep, i)
+    status = read_status(run_dir)
+    if status["status"] not in ("finished", "failed"):
+      status.update(status="failed", error=f"exit status {returncode}; see {log}")
+      _write_status(run_dir, status)
+
+
+def statuses(sweep: Sweep, workdir: str) -> dict[str, str]:
+  return {name: read_status(member_dir(workdir, sweep, i))["status"]
+          for i, name in enumerate(sweep.names)}
+
+
+def run_local(sweep: Sweep, workdir: str, parallel: int = 1, vectorize: bool = False,
               progress: bool = True) -> dict[str, str]:
   """Runs every unfinished member, `parallel` processes at a time; a failure
   is recorded and the rest go on. Returns {name: status}."""
   if parallel < 1:
     raise UserError(f"--parallel={parallel}; give at least 1")
-  todo = [i for i in range(len(sweep))
-          if read_status(member_dir(workdir, sweep, i))["status"] != "finished"]
-  done = len(sweep) - len(todo)
-  bar = tqdm.tqdm(total=len(sweep), initial=done, unit="run", disable=not progress,
-                  file=sys.stderr, dynamic_ncols=True, desc="sweep")
-  running: dict[int, tuple[subprocess.Popen, object]] = {}
-  failed: list[str] = []
+  todo = units(sweep, workdir, vectorize)
+  bar = tqdm.tqdm(total=len(sweep), initial=len(sweep) - sum(map(len, todo)), unit="run",
+                  disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="sweep")
+  running: list[tuple[list[int], subprocess.Popen, Any, str]] = []
   shown = None
   log_dir = os.path.join(workdir, "logs")
   os.makedirs(log_dir, exist_ok=True)
   while todo or running:
     while todo and len(running) < parallel:
-      i = todo.pop(0)
-      log = open(os.path.join(log_dir, f"{sweep.names[i]}.log"), "a")  # noqa: SIM115
-      running[i] = (subprocess.Popen(_command(sweep, i, workdir, extra), cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT), log)
+      unit = todo.pop(0)
+      path = os.path.join(log_dir, f"{sweep.names[unit[0]]}.log")
+      log = open(path, "a")  # noqa: SIM115 - closed when the process ends
+      running.append((unit, subprocess.Popen(_command(sweep, unit, workdir), cwd=ROOT,
+                                             stdout=log, stderr=subprocess.STDOUT), log, path))
     time.sleep(0.2)
-    for i, (proc, log) in list(running.items()):
+    for entry in list(running):
+      unit, proc, log, path = entry
       if proc.poll() is None:
         continue
       log.close()
-      del running[i]
-      run_dir = member_dir(workdir, sweep, i)
-      if proc.returncode != 0:
-        failed.append(sweep.names[i])
-        status = read_status(run_dir)
-        if status["status"] != "failed":  # died before it could say (a kill, a crash)
-          status.update(status="failed", error=f"exit status {proc.returncode}; see "
-                        f"{log_dir}/{sweep.names[i]}.log")
-          _write_status(run_dir, status)
-      bar.update(1)
-    if (len(running), len(failed)) != shown:
-      shown = (len(running), len(failed))
-      bar.set_postfix(running=shown[0], failed=shown[1])
+      running.remove(entry)
+      _settle(sweep, workdir, unit, proc.returncode, path)
+      bar.update(len(unit))
+    failed = sum(s == "failed" for s in statuses(sweep, workdir).values())
+    if (len(running), failed) != shown:
+      shown = (len(running), failed)
+      bar.set_postfix(running=sum(len(r[0]) for r in running), failed=failed)
   bar.close()
-  return {name: read_status(member_dir(workdir, sweep, i))["status"]
-          for i, name in enumerate(sweep.names)}
+  return statuses(sweep, workdir)
 
 
 def run_submitit(sweep: Sweep, workdir: str, cluster: str | None = None,
-                 extra: Sequence[str] = (), **parameters) -> dict[str, str]:
+                 vectorize: bool = False, **parameters) -> dict[str, str]:
   """Submits the unfinished members as one job array through submitit (SLURM
   on a cluster; cluster='local' runs them as local processes), waits, and
-  returns {name: status}. Each job runs scripts/train.py --config.sweep_index=i,
-  exactly what a member launched by hand or by another scheduler runs."""
+  returns {name: status}. Each job runs the command `run_local` would: for
+  one member scripts/train.py --config.sweep_index=i, exactly what a member
+  launched by hand or by another scheduler runs."""
   import submitit
-  todo = [i for i in range(len(sweep))
-          if read_status(member_dir(workdir, sweep, i))["status"] != "finished"]
+  todo = units(sweep, workdir, vectorize)
   executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit"), cluster=cluster)
   if parameters:
     executor.update_parameters(**parameters)
-  commands = [submitit.helpers.CommandFunction(_command(sweep, i, workdir, extra), cwd=ROOT)
-              for i in todo]
+  commands = [submitit.helpers.CommandFunction(_command(sweep, unit, workdir), cwd=ROOT)
+              for unit in todo]
   jobs = executor.submit_array(commands) if commands else []
-  for job in jobs:
+  for unit, job in zip(todo, jobs):
     try:
       job.result()
-    except Exception:  # noqa: BLE001 - recorded in the member's status.json
-      pass
-  return {name: read_status(member_dir(workdir, sweep, i))["status"]
-          for i, name in enumerate(sweep.names)}
+    except Exception:  # noqa: BLE001 - a failed member is recorded, the others go on
+      _settle(sweep, workdir, unit, -1, job.paths.stderr)
+  return statuses(sweep, workdir)

@@ -152,6 +152,11 @@ def plot(sweep: Sweep, workdir: str, x: str, y: str, along: str | None = None,
     ax.errorbar(xs, [a[y] for a in points], yerr=clean(yerr), xerr=clean(xerr), marker="o",
                 capsize=3, label=", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in label)
                 or None)
+    if along != x:  # name each point of a curve by the swept value it runs along
+      for a, xv in zip(points, xs):
+        v = f"{a[along]:g}" if isinstance(a[along], (int, float)) else a[along]
+        ax.annotate(f"{along.rsplit('.', 1)[-1]}={v}", (xv, a[y]), fontsize=6,
+                    textcoords="offset points", xytext=(4, 4))
   if log_x:
     ax.set_xscale("log")
   ax.set_xlabel(x)

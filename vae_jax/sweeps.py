@@ -13,6 +13,7 @@ Each member is a dict {dotted key: value}; its name, made from those values,
 is its subdirectory of the sweep's workdir, stable whatever the order.
 """
 
+import ast
 import copy
 import itertools
 import os
@@ -128,10 +129,25 @@ def apply(config: ml_collections.ConfigDict, member: Member) -> ml_collections.C
   return config
 
 
+def _parse_overrides(overrides: list[str]) -> Member:
+  out = {}
+  for kv in overrides:
+    key, sep, text = kv.partition("=")
+    if not sep:
+      raise UserError(f"--set={kv}: give key=value, e.g. --set=data.path=FILE.npz")
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text  # a plain string, e.g. a path
+  return out
+
+
 class Sweep:
   """A sweep file's base config and members, named and checked."""
 
-  def __init__(self, spec: str):
+  def __init__(self, spec: str, overrides: list[str] = ()):
+    """`overrides`: 'key=value' strings laid on the base before the members'
+    own (scripts/sweep.py --set)."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
       raise UserError(f"sweep file {path!r} not found (--config); e.g. "
@@ -141,7 +157,8 @@ class Sweep:
     if not hasattr(module, "get_sweep"):
       raise UserError(f"{path} defines no get_sweep(arg): it is a config, not a sweep; "
                       "use scripts/train.py for it")
-    self.base = module.get_config(arg or None)
+    self.overrides = list(overrides)
+    self.base = apply(module.get_config(arg or None), _parse_overrides(self.overrides))
     self.members: list[Member] = module.get_sweep(arg or None)
     if not self.members:
       raise UserError(f"the sweep {spec} has no members")

@@ -56,15 +56,18 @@ class TrainState(flax.struct.PyTreeNode):
     return self.params if self.ema_params is None else self.ema_params
 
 
-def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optax optimiser of `config.optimizer`, with its schedule and clipping."""
+def build_optimizer(c: ml_collections.ConfigDict, learning_rate: Any = None
+                    ) -> optax.GradientTransformation:
+  """The optax optimiser of `config.optimizer`, with its schedule and clipping;
+  `learning_rate` (e.g. a traced value, one per vmapped member) overrides it."""
+  peak = c.learning_rate if learning_rate is None else learning_rate
   if c.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps,
+    lr = optax.warmup_cosine_decay_schedule(0.0, peak, c.warmup_steps,
                                             c.warmup_steps + c.decay_steps)
   elif c.warmup_steps:
-    lr = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
+    lr = optax.linear_schedule(0.0, peak, c.warmup_steps)
   else:
-    lr = c.learning_rate
+    lr = peak
   opt = {"adam": lambda: optax.adam(lr),
          "adamw": lambda: optax.adamw(lr, weight_decay=c.weight_decay),
          "sgd": lambda: optax.sgd(lr)}[c.name]()
@@ -73,23 +76,14 @@ def build_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformatio
   return opt
 
 
-def make_update(model: model_lib.VAE, objective: Objective,
-                optimizer: optax.GradientTransformation,
-                transform: Callable[[jax.Array, jax.Array], jax.Array],
-                key: jax.Array, ema_decay: float | None = None,
-                mesh: jax.sharding.Mesh | None = None) -> Callable:
-  """The jitted (state, train_images, indices (m, B)) -> (state, metrics (m,)).
-
-  With a mesh of several devices, the indices, and so each batch, are split
-  over its 'data' axis and the state is replicated. `train_images` is then
-  `backend.on_each_device` of a process's shard, and each device gathers its
-  part of the batch from its own block (its indices are into that shard).
-  """
-  gather = lambda images, idx: images[idx]
-  if mesh is not None and mesh.size > 1:
-    from jax.sharding import NamedSharding, PartitionSpec
-    gather = jax.shard_map(gather, mesh=mesh, in_specs=(PartitionSpec("data"),) * 2,
-                           out_specs=PartitionSpec("data"))
+def make_multi_step(model: model_lib.VAE, objective: Objective,
+                    optimizer: optax.GradientTransformation,
+                    transform: Callable[[jax.Array, jax.Array], jax.Array],
+                    key: jax.Array, ema_decay: float | None = None,
+                    gather: Callable = lambda images, idx: images[idx]) -> Callable:
+  """The pure (state, train_images, indices (m, B)) -> (state, metrics (m,)):
+  m training steps in one lax.scan. Step s draws its randomness from
+  fold_in(key, s); `gather` takes the batch from the training images."""
 
   def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
     data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
@@ -112,9 +106,28 @@ def make_update(model: model_lib.VAE, objective: Objective,
 
   def multi_step(state, train_images, indices):
     return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
+  return multi_step
 
+
+def make_update(model: model_lib.VAE, objective: Objective,
+                optimizer: optax.GradientTransformation,
+                transform: Callable[[jax.Array, jax.Array], jax.Array],
+                key: jax.Array, ema_decay: float | None = None,
+                mesh: jax.sharding.Mesh | None = None) -> Callable:
+  """`make_multi_step`, jitted with the state donated.
+
+  With a mesh of several devices, the indices, and so each batch, are split
+  over its 'data' axis and the state is replicated. `train_images` is then
+  `backend.on_each_device` of a process's shard, and each device gathers its
+  part of the batch from its own block (its indices are into that shard).
+  """
   if mesh is None or mesh.size == 1:
-    return jax.jit(multi_step, donate_argnums=(0,))
+    return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay),
+                   donate_argnums=(0,))
+  from jax.sharding import NamedSharding, PartitionSpec
+  gather = jax.shard_map(lambda images, idx: images[idx], mesh=mesh,
+                         in_specs=(PartitionSpec("data"),) * 2, out_specs=PartitionSpec("data"))
+  multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather)
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(multi_step, donate_argnums=(0,),
                  in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
@@ -195,6 +208,145 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     " free disk space or choose another --workdir") from None
 
 
+class RunFiles:
+  """One run's keys and what it writes in its workdir: config record,
+  checkpoints (latest and best), metrics, images and eval.json. Opening it
+  restores the newest good checkpoint (`start`, `state`); a vectorised sweep
+  keeps one per member."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, data: data_lib.Data,
+               model: model_lib.VAE, total_steps: int, state: TrainState):
+    t = config.train
+    self.config, self.workdir, self.data, self.model = config, workdir, data, model
+    self.total_steps, self.lead = total_steps, backend.is_lead()
+    self.init_key, self.train_key, self.eval_key, image_key = jax.random.split(
+        jax.random.key(config.seed), 4)
+    self.fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
+    self.latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                          t.keep_checkpoints)
+    self.best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
+    self.env = provenance.environment()
+    self.meta = {"best_elbo": -math.inf, "best_step": None}
+    self.start, self.state = 0, state
+    restored = self.latest.restore_newest_good(state)
+    if restored:
+      self.start, self.state, self.meta = restored
+      if self.meta.get("environment") != self.env:
+        warnings.warn(f"resuming step {self.start} in a different environment "
+                      f"({self.meta.get('environment')} -> {self.env}): results may differ "
+                      "in the last bits from an uninterrupted run", stacklevel=3)
+    record = {"config": runs.config_to_dict(config), "data_spec": {
+        "image_shape": list(data.spec.image_shape), "num_levels": data.spec.num_levels,
+        "dequantized": data.spec.dequantized}, "num_train_examples": len(data.train),
+        "total_steps": total_steps, "num_processes": jax.process_count(),
+        "provenance": provenance.provenance()}
+    self.eval_path = os.path.join(workdir, runs.EVAL_FILE)
+    self.finished = self.start >= total_steps and os.path.exists(self.eval_path)
+    if self.lead:
+      writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
+                                json.dumps(record, indent=2) + "\n")
+      os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+    backend.barrier("config written")
+    self.writer = writers.NullWriter()
+
+  def open_writer(self) -> None:
+    if self.lead:
+      self.writer = writers.MetricWriter(self.workdir, resume_step=self.start)
+
+  def check_finite(self, host: dict[str, np.ndarray], step: int) -> dict[str, float]:
+    """The logged row of the steps in `host`, after the NaN policy: with 'stop'
+    a non-finite step ends the run naming it (the latest checkpoint is intact)."""
+    bad = np.flatnonzero(host["skipped"])
+    if bad.size and self.config.train.nan_policy == "stop":
+      first_bad = step - len(host["loss"]) + int(bad[0]) + 1
+      raise UserError(f"the loss or its gradient became non-finite (loss "
+                      f"{host['loss'][bad[0]]}) at step {first_bad}; the checkpoint of step "
+                      f"{self.latest.latest_step() or 0} is intact; lower "
+                      "optimizer.learning_rate, set optimizer.grad_clip_norm, or "
+                      "--config.train.nan_policy=skip")
+    good = host["skipped"] == 0
+    row = {k: float(np.mean(v[good])) if good.any() else float("nan")
+           for k, v in host.items() if k != "skipped"}
+    row["skipped_steps"] = int(bad.size)
+    return row
+
+  def validate(self, state: TrainState, step: int, estimator, mesh) -> dict[str, float]:
+    """Validation ELBO; a new best is saved as `best/`; a sample grid."""
+    e = self.config.eval
+    val = evaluation.evaluate(self.model, state.eval_params, self.data.validation,
+                              self.eval_key, batch_size=e.batch_size,
+                              elbo_samples=e.elbo_samples, analytic_kl=True,
+                              estimator=estimator, mesh=mesh)
+    if val["elbo"]["value"] > self.meta["best_elbo"]:
+      self.meta.update(best_elbo=val["elbo"]["value"], best_step=step)
+      self.best.save(step, state, dict(self.meta, environment=self.env))
+    if self.lead:  # figures from a host copy: the other processes are not in this
+      grid = plots.sample_grid(self.model, backend.gather(state.eval_params), self.fixed_z)
+      self.writer.write_images(step, {"samples": grid})
+      plots.save_png(os.path.join(self.workdir, "images", f"samples_step_{step:08d}.png"), grid)
+    return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
+            "val_distortion": val["distortion"]}
+
+  def save_latest(self, step: int, state: TrainState) -> None:
+    self.latest.save(step, state, dict(self.meta, environment=self.env))
+
+  def finish(self, objective: Objective, like: TrainState, mesh, estimator=None) -> dict:
+    """Evaluates the best checkpoint on the test split once; writes figures and
+    eval.json; returns its contents. `estimator`: a compiled one to share
+    (`evaluation.make_estimator` with eval.num_importance_samples)."""
+    config, model, data = self.config, self.model, self.data
+    best_step = self.best.latest_step()
+    best_state, _ = self.best.restore(best_step, like=like)
+    test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
+                                      jax.random.fold_in(self.eval_key, 1), config.eval,
+                                      mesh=mesh, objective=objective, estimator=estimator)
+    host_params = backend.gather(best_state.eval_params)
+    if linear_gaussian.applies(config):
+      test["linear_gaussian"] = linear_gaussian.report(
+          model, host_params, data.train, data.test, test, model.latent_dim)
+    if jax.process_count() > 1:  # the replicas must agree, or a number below is a lie
+      fingerprint = provenance.fingerprint(
+          jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), best_state.eval_params))
+      print(f"process {jax.process_index()} of {jax.process_count()}: step "
+            f"{self.total_steps}, local parameter copy sha256 {fingerprint}", file=sys.stderr)
+    if self.lead:
+      self.writer.flush()
+      figures = plots.run_figures(model, host_params, data.test, data.test_labels,
+                                  self.fixed_z, writers.read_jsonl(self.writer.path), test)
+      for name, image in figures.items():
+        plots.save_png(os.path.join(self.workdir, "images", f"{name}.png"), image,
+                       scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
+      self.writer.write_images(self.total_steps, figures)
+    result = {"split": "test", "checkpoint": "best", "step": int(best_step),
+              "params": "raw" if config.train.ema_decay is None else "ema",
+              "validation_elbo": self.meta["best_elbo"], "test": test,
+              "provenance": provenance.provenance()}
+    final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
+             "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
+             "test_distortion": test["distortion"], "test_active_units": test["active_units"],
+             "test_mutual_information": test["mutual_information"]}
+    final.update({f"test_{k}": v for k, v in test.get("gaps", {}).items() if k.endswith("gap")})
+    self.writer.write_scalars(self.total_steps, final, jsonl=False)  # eval.json has them
+    self.close()
+    if self.lead:
+      writers.atomic_write_text(self.eval_path, json.dumps(result, indent=2) + "\n")
+      print(evaluation.format_evaluation(result))
+    backend.barrier("eval written")
+    return result
+
+  def close(self) -> None:
+    self.writer.close()
+    self.latest.close()
+    self.best.close()
+
+
+def initial_state(model: model_lib.VAE, optimizer: optax.GradientTransformation,
+                  init_key: jax.Array, ema_decay: float | None) -> TrainState:
+  params = model.init(init_key)
+  return TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
+                    None if ema_decay is None else jax.tree.map(jnp.copy, params))
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         mesh: jax.sharding.Mesh) -> dict:
   t = config.train
@@ -210,68 +362,27 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stream = None if num_processes == 1 else jax.process_index()
   total_steps = num_train_steps(t, len(data.train) * num_processes)
 
-  init_key, train_key, eval_key, image_key = jax.random.split(jax.random.key(config.seed), 4)
-  params = model.init(init_key)
-  state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
-                     None if t.ema_decay is None else jax.tree.map(jnp.copy, params))
+  state = initial_state(model, optimizer, jax.random.split(jax.random.key(config.seed), 4)[0],
+                        t.ema_decay)
   if mesh.size > 1:  # replicated over the mesh (and restored so by orbax)
     state = jax.tree.map(lambda a: backend.global_array(mesh, jax.sharding.PartitionSpec(), a),
                          state)
-  latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
-  best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
-  env = provenance.environment()
-  meta = {"best_elbo": -math.inf, "best_step": None}
-  start = 0
-  restored = latest.restore_newest_good(state)
-  if restored:
-    start, state, meta = restored
-    if meta.get("environment") != env:
-      warnings.warn(f"resuming step {start} in a different environment "
-                    f"({meta.get('environment')} -> {env}): results may differ in the last "
-                    "bits from an uninterrupted run", stacklevel=2)
-  record = {"config": runs.config_to_dict(config), "data_spec": {
-      "image_shape": list(data.spec.image_shape), "num_levels": data.spec.num_levels,
-      "dequantized": data.spec.dequantized}, "num_train_examples": len(data.train),
-      "total_steps": total_steps, "num_processes": num_processes,
-      "provenance": provenance.provenance()}
-  eval_path = os.path.join(workdir, runs.EVAL_FILE)
-  finished = start >= total_steps and os.path.exists(eval_path)
-  if lead:
-    writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
-                              json.dumps(record, indent=2) + "\n")
-  backend.barrier("config written")
-  if finished:
+  run = RunFiles(config, workdir, data, model, total_steps, state)
+  if run.finished:
     if lead:
-      print(f"run in {workdir} already finished at step {start}; results in {eval_path}")
-    return runs.read_json(eval_path)
-
-  writer = (writers.MetricWriter(workdir, resume_step=start) if lead
-            else writers.NullWriter())
+      print(f"run in {workdir} already finished at step {run.start}; results in "
+            f"{run.eval_path}")
+    run.close()
+    return runs.read_json(run.eval_path)
+  start, state = run.start, run.state
+  run.open_writer()
   try:
-    os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
     estimator = evaluation.make_estimator(model, mesh, elbo_samples=config.eval.elbo_samples,
                                           analytic_kl=True, num_importance_samples=0, chunk=1)
-    fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
-
-    def validate_and_select(state: TrainState, step: int) -> dict:
-      val = evaluation.evaluate(model, state.eval_params, data.validation, eval_key,
-                                batch_size=config.eval.batch_size,
-                                elbo_samples=config.eval.elbo_samples, analytic_kl=True,
-                                estimator=estimator, mesh=mesh)
-      if val["elbo"]["value"] > meta["best_elbo"]:
-        meta.update(best_elbo=val["elbo"]["value"], best_step=step)
-        best.save(step, state, dict(meta, environment=env))
-      if lead:  # figures from a host copy: the other processes are not in this
-        grid = plots.sample_grid(model, backend.gather(state.eval_params), fixed_z)
-        writer.write_images(step, {"samples": grid})
-        plots.save_png(os.path.join(workdir, "images", f"samples_step_{step:08d}.png"), grid)
-      return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
-              "val_distortion": val["distortion"]}
-
     if start < total_steps:
       update = make_update(model, objective, optimizer,
                            data_lib.train_transform(data.train_transform, data.raw_levels),
-                           train_key, t.ema_decay, mesh)
+                           run.train_key, t.ema_decay, mesh)
       if mesh.size > 1:  # this process's shard on each of its devices
         train_images = backend.on_each_device(mesh, data.train)
       else:
@@ -307,79 +418,28 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)])
                 for k in pending[0]}
         pending.clear()
-        bad = np.flatnonzero(host["skipped"])
-        if bad.size and t.nan_policy == "stop":
-          first_bad = step - len(host["loss"]) + int(bad[0]) + 1
-          raise UserError(f"the loss or its gradient became non-finite (loss "
-                          f"{host['loss'][bad[0]]}) at step {first_bad}; the checkpoint of step "
-                          f"{latest.latest_step() or 0} is intact; lower optimizer.learning_rate, "
-                          "set optimizer.grad_clip_norm, or --config.train.nan_policy=skip")
-        good = host["skipped"] == 0
-        row = {k: float(np.mean(v[good])) if good.any() else float("nan")
-               for k, v in host.items() if k != "skipped"}
-        row["skipped_steps"] = int(bad.size)
+        row = run.check_finite(host, step)
         row["num_devices"] = num_devices
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
                                    / (time.time() - last_log_time))
         last_log_step = step
         if is_eval:
-          row.update(validate_and_select(state, step))
+          row.update(run.validate(state, step, estimator, mesh))
         if is_log or is_eval:
-          writer.write_scalars(step, row)
+          run.writer.write_scalars(step, row)
           bar.set_postfix(loss=f"{row['loss']:.2f}", ex_per_s=f"{row['examples_per_sec']:.0f}")
         if is_ckpt:
-          latest.save(step, state, dict(meta, environment=env))
+          run.save_latest(step, state)
         if stop:
           signals.restore()
           signum = signals.received or signal.SIGTERM  # (received by another process)
           raise Interrupted(signum, f"stopped by signal {signum} at step "
-                            f"{step}: checkpoint written to {latest.directory}; run the same "
-                            "command to resume")
+                            f"{step}: checkpoint written to {run.latest.directory}; run the "
+                            "same command to resume")
         last_log_time = time.time()  # examples/s counts training, not eval or saving
       signals.restore()
       bar.close()
-
     # The test split is evaluated once, on the checkpoint chosen by validation.
-    best_step = best.latest_step()
-    best_state, _ = best.restore(best_step, like=state)
-    test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
-                                      jax.random.fold_in(eval_key, 1), config.eval, mesh=mesh,
-                                      objective=objective)
-    host_params = backend.gather(best_state.eval_params)
-    if linear_gaussian.applies(config):
-      test["linear_gaussian"] = linear_gaussian.report(
-          model, host_params, data.train, data.test, test, model.latent_dim)
-    if num_processes > 1:  # the replicas must agree, or a number below is a lie
-      fingerprint = provenance.fingerprint(
-          jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), best_state.eval_params))
-      print(f"process {jax.process_index()} of {num_processes}: step {total_steps}, local "
-            f"parameter copy sha256 {fingerprint}", file=sys.stderr)
-    if lead:
-      writer.flush()
-      figures = plots.run_figures(model, host_params, data.test, data.test_labels,
-                                  fixed_z, writers.read_jsonl(writer.path), test)
-      for name, image in figures.items():
-        plots.save_png(os.path.join(workdir, "images", f"{name}.png"), image,
-                       scale=4 if name in ("reconstructions", "samples", "traversals") else 1)
-      writer.write_images(total_steps, figures)
-    result = {"split": "test", "checkpoint": "best", "step": int(best_step),
-              "params": "raw" if t.ema_decay is None else "ema",
-              "validation_elbo": meta["best_elbo"], "test": test,
-              "provenance": provenance.provenance()}
-    final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
-             "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
-             "test_distortion": test["distortion"], "test_active_units": test["active_units"],
-             "test_mutual_information": test["mutual_information"]}
-    final.update({f"test_{k}": v for k, v in test.get("gaps", {}).items() if k.endswith("gap")})
-    writer.write_scalars(total_steps, final, jsonl=False)  # eval.json holds them for files
-    writer.close()
-    latest.close()
-    best.close()
-    if lead:
-      writers.atomic_write_text(eval_path, json.dumps(result, indent=2) + "\n")
-      print(evaluation.format_evaluation(result))
-    backend.barrier("eval written")
-    return result
+    return run.finish(objective, state, mesh)
   finally:
-    writer.close()
-
+    run.writer.close()

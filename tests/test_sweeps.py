@@ -1,0 +1,206 @@
+"""Sweeps: declaring, naming, launching, resuming, isolating failures,
+vectorising, collecting; and every shipped ablation in its small form."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vae_jax import launch, results, runs, sweeps
+from vae_jax.errors import UserError
+from vae_jax.sweeps import product, sweep, zip_
+
+from conftest import ROOT
+
+ABLATIONS = ("beta", "latent_size", "iwae_k", "warmup_free_bits", "kl_estimator")
+
+
+def _sweep_file(tmp_path, members: str, base: str = 'sweeps.experiment("digits", "small")',
+                name: str = "s.py") -> str:
+  path = tmp_path / name
+  path.write_text("from vae_jax import sweeps\nfrom vae_jax.sweeps import product, sweep, zip_"
+                  f"\n\ndef get_config(arg=None):\n  return {base}\n\n"
+                  f"def get_sweep(arg=None):\n  return {members}\n")
+  return str(path)
+
+
+def _cli(script: str, *args) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_product_zip_and_concatenation():
+  a, b = sweep("objective.beta", [0.5, 2.0]), sweep("seed", [0, 1, 2])
+  assert product(a, b) == [{"objective.beta": x, "seed": s} for x in (0.5, 2.0)
+                           for s in (0, 1, 2)]
+  assert zip_(sweep("seed", [0, 1]), sweep("model.latent_dim", [4, 8])) == [
+      {"seed": 0, "model.latent_dim": 4}, {"seed": 1, "model.latent_dim": 8}]
+  assert a + sweep("seed", [7]) == [{"objective.beta": 0.5}, {"objective.beta": 2.0},
+                                    {"seed": 7}]
+  with pytest.raises(UserError, match=r"lengths \[2, 3\]"):
+    zip_(a, b)
+
+
+def test_names_are_readable_stable_and_unique():
+  members = product(sweep("objective.beta", [0.1, 1.0]), sweep("seed", [0, 1]))
+  assert sweeps.names(members) == ["beta=0.1,seed=0", "beta=0.1,seed=1", "beta=1,seed=0",
+                                   "beta=1,seed=1"]
+  assert sweeps.names(list(reversed(members))) == list(reversed(sweeps.names(members)))
+  # Two keys ending alike keep their full paths; tuples and paths are made safe.
+  clash = [{"model.latent_dim": 2, "other.latent_dim": 3, "data.path": "/a b/x.npz"}]
+  assert sweeps.names(clash) == ["path=_a_b_x.npz,model.latent_dim=2,other.latent_dim=3"]
+  with pytest.raises(UserError, match="the same"):
+    sweeps.names([{"seed": 1}, {"seed": 1}])
+
+
+def test_bad_members_are_one_line_before_anything_runs(tmp_path):
+  cases = {'sweep("model.latent_dimm", [2])': "did you mean config.model.latent_dim",
+           'sweep("model.latent_dim", ["big"])': "latent_dim='big'",
+           'sweep("objective.name", ["iwae"])': "objective.kl=mc",
+           'sweep("model.latent_dim", [0])': "model.latent_dim=0"}
+  for members, message in cases.items():
+    with pytest.raises(UserError, match=message) as e:
+      sweeps.Sweep(_sweep_file(tmp_path, members))
+    assert "\n" not in str(e.value)
+  out = _cli("sweep.py", "--config=experiments/digits.py", f"--workdir={tmp_path / 'w2'}")
+  assert out.returncode == 2 and "no get_sweep" in out.stderr.strip().splitlines()[-1]
+
+
+def test_dry_run_lists_members_and_runs_nothing(tmp_path):
+  out = _cli("sweep.py", "--config=experiments/ablations/beta.py:small",
+             f"--workdir={tmp_path}", "--dry_run")
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith("15 members") and "beta=0.1,seed=0" in lines[1]
+  assert "--config.objective.beta=0.1 --config.seed=0" in lines[1]
+  assert os.listdir(tmp_path) == []
+
+
+def _steps(num_steps: int) -> str:
+  return (f'sweeps.apply(sweeps.experiment("digits", "small"), '
+          f'{{"train.num_steps": {num_steps}}})')
+
+
+def test_sweep_runs_skips_finished_resumes_unfinished_and_isolates_failures(tmp_path):
+  """Three members, one diverging (learning rate 1e9): the others finish and
+  the failure is recorded with its error; a second launch skips the finished
+  ones; a member cut off at step 20 resumes there and ends equal, bit for bit,
+  to its uninterrupted twin."""
+  spec = _sweep_file(tmp_path, 'sweep("seed", [0, 1]) + [{"optimizer.learning_rate": 1e9}]',
+                     _steps(40))
+  work = tmp_path / "w"
+  # Member 1 is cut off after its step-20 checkpoint (a resumable run, no eval.json).
+  cut = _cli("train.py", f"--config={spec}", "--config.sweep_index=1",
+             "--config.train.num_steps=20", f"--workdir={work}")
+  assert cut.returncode == 0, cut.stderr
+  os.remove(work / "seed=1" / "eval.json")
+  out = _cli("sweep.py", f"--config={spec}", f"--workdir={work}", "--parallel=2")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: 1 of 3 members did not finish (learning_rate=1e+09)")
+  rows = {r["name"]: r for r in results.collect(sweeps.Sweep(spec), str(work))}
+  assert rows["seed=0"]["status"] == rows["seed=1"]["status"] == "finished"
+  assert rows["learning_rate=1e+09"]["status"] == "failed"
+  assert "non-finite" in rows["learning_rate=1e+09"]["error"]
+  resumed = runs.load_run(str(work / "seed=1"), "latest")
+  assert [r["step"] for r in resumed.metrics] == [10, 20, 30, 40]
+  assert launch.read_status(str(work / "seed=1"))["attempts"] == 2
+  twin = _cli("train.py", f"--config={spec}", "--config.sweep_index=1",
+              f"--workdir={tmp_path / 'twin'}")
+  assert twin.returncode == 0, twin.stderr
+  uncut = runs.load_run(str(tmp_path / "twin" / "seed=1"), "latest")
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(uncut.params)):
+    np.testing.assert_array_equal(a, b)
+  # Launched again: the finished members are skipped (their files untouched).
+  stamp = os.path.getmtime(work / "seed=0" / "eval.json")
+  again = _cli("sweep.py", f"--config={spec}", f"--workdir={work}")
+  assert again.returncode == 2
+  assert os.path.getmtime(work / "seed=0" / "eval.json") == stamp
+  with open(work / "results.csv") as f:
+    assert len(f.read().strip().splitlines()) == 4  # header + 3 members
+
+
+def test_sweep_index_out_of_range_is_one_line(tmp_path):
+  spec = _sweep_file(tmp_path, 'sweep("seed", [0, 1])')
+  out = _cli("train.py", f"--config={spec}", "--config.sweep_index=5", f"--workdir={tmp_path}")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: config.sweep_index=5 but the sweep {spec} has 2 members (0..1)")
+
+
+def test_submitit_local_executor_runs_the_members(tmp_path):
+  pytest.importorskip("submitit")
+  spec = _sweep_file(tmp_path, 'sweep("seed", [3])', _steps(20))
+  statuses = launch.run_submitit(sweeps.Sweep(spec), str(tmp_path / "w"), cluster="local")
+  assert statuses == {"seed=3": "finished"}
+  assert os.path.isdir(tmp_path / "w" / "submitit")  # submitit's own job folder
+
+
+def test_vectorised_members_equal_their_separate_runs(tmp_path):
+  """Seed, β and learning rate differ; one vmapped program trains both."""
+  spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1, "objective.beta": 2.0, '
+                     '"optimizer.learning_rate": 3e-3}, {"model.latent_dim": 3}]')
+  s = sweeps.Sweep(spec)
+  assert launch.units(s, str(tmp_path / "v"), vectorize=True) == [[0, 1], [2]]
+  together = launch.run_group(s, [0, 1], str(tmp_path / "v"))
+  for i in (1,):  # the member that differs in all three
+    alone = launch.run_member(s, i, str(tmp_path / "s"))
+    a = runs.load_run(str(tmp_path / "v" / s.names[i]), "latest")
+    b = runs.load_run(str(tmp_path / "s" / s.names[i]), "latest")
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert [r["step"] for r in a.metrics] == [r["step"] for r in b.metrics]
+    assert a.metrics[-1]["vectorized_members"] == 2
+    np.testing.assert_allclose(together[i]["test"]["nll"]["value"],
+                               alone["test"]["nll"]["value"], rtol=1e-5)
+
+
+def _fake_member(workdir, name, elbo, nll, rate, status="finished"):
+  os.makedirs(workdir / name)
+  if status == "finished":
+    summary = lambda v: {"value": v, "se": 0.1, "mc_err": 0.01, "bits_per_dim": v / 100}
+    (workdir / name / "eval.json").write_text(json.dumps({"test": {
+        "elbo": summary(elbo), "nll": summary(nll), "rate": rate, "distortion": nll - 1,
+        "active_units": 3}}))
+  (workdir / name / "status.json").write_text(json.dumps(
+      {"status": status, "seconds": 10.0, "error": None if status == "finished" else "boom"}))
+
+
+def test_results_table_from_fake_finished_runs(tmp_path):
+  spec = _sweep_file(tmp_path, 'product(sweep("objective.beta", [0.5, 2.0]), '
+                     'sweep("seed", [0, 1, 2]))')
+  s, work = sweeps.Sweep(spec), tmp_path / "w"
+  nll = {(0.5, 0): 90.0, (0.5, 1): 92.0, (0.5, 2): 97.0, (2.0, 0): 100.0, (2.0, 1): 104.0}
+  for (beta, seed), v in nll.items():
+    _fake_member(work, f"beta={beta:g},seed={seed}", -v - 5, v, rate=10 / beta)
+  _fake_member(work, "beta=2,seed=2", 0, 0, 0, status="failed")
+  csv_path, md_path = results.write_tables(s, str(work))
+  with open(csv_path) as f:
+    lines = f.read().splitlines()
+  assert lines[0].startswith("name,objective.beta,seed,test_elbo,test_nll")
+  assert lines[1].startswith('"beta=0.5,seed=0",0.5,0,-95.0,90.0')
+  assert lines[6].split(",")[-3:] == ["failed", "10.0", "boom"]
+  agg = results.aggregate(results.collect(s, str(work)), s.swept_keys())
+  assert [a["seeds"] for a in agg] == [3, 2]  # the failed seed is left out
+  np.testing.assert_allclose(agg[0]["test_nll"], np.mean([90, 92, 97]))
+  np.testing.assert_allclose(agg[0]["test_nll_std"], np.std([90, 92, 97], ddof=1))
+  np.testing.assert_allclose(agg[1]["test_nll_std"], np.std([100, 104], ddof=1))
+  with open(md_path) as f:
+    text = f.read()
+  assert f"93.000 ± {np.std([90, 92, 97], ddof=1):.3f}" in text
+  png = results.plot(s, str(work), x="test_rate", y="test_nll", along="objective.beta")
+  assert os.path.getsize(png) > 1000
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_ablation_forms_expand_and_validate(name):
+  for form in ("small", "full"):
+    s = sweeps.Sweep(os.path.join(ROOT, "experiments", "ablations", f"{name}.py:{form}"))
+    assert len(s) >= 5 and len(set(s.names)) == len(s)
+    for p in s.plots:  # each figure is of swept keys and reported figures
+      assert p["x"] in s.swept_keys() + list(results.METRICS)
+      assert p.get("along", p["x"]) in s.swept_keys()

@@ -1,0 +1,177 @@
+"""Vectorised sweeps: members that differ only in seed, β or learning rate,
+trained as one `jax.vmap`ped program on one device.
+
+Each member keeps everything a separate run has — its own keys, data order,
+validation, best and latest checkpoints, metrics, figures and eval.json in its
+own workdir — and its numbers equal its separate run's to float tolerance
+(the batched matmuls may round differently). The lever is the device: one
+dispatch does K members' steps, so small models fill it.
+"""
+
+import dataclasses
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vae_jax import backend, evaluation, runs
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import model as model_lib
+from vae_jax import train as train_lib
+from vae_jax.errors import Interrupted, UserError
+from vae_jax.objectives import Objective
+
+# What may differ between the members of one vectorised group.
+VECTORIZABLE = ("seed", "objective.beta", "optimizer.learning_rate")
+
+
+def _shared_part(config: ml_collections.ConfigDict) -> dict:
+  flat = config_lib.flatten(config)
+  return {k: v for k, v in flat.items() if k not in VECTORIZABLE and k != "sweep_index"}
+
+
+def groups(configs: list[ml_collections.ConfigDict]) -> list[list[int]]:
+  """Indices of configs that can train together, in order of first member."""
+  out: dict[str, list[int]] = {}
+  for i, c in enumerate(configs):
+    out.setdefault(repr(sorted(_shared_part(c).items())), []).append(i)
+  return list(out.values())
+
+
+def _stack(trees: list[Any]) -> Any:
+  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def _member(tree: Any, i: int) -> Any:
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def make_update(model: model_lib.VAE, objective: Objective, config: ml_collections.ConfigDict,
+                transform) -> Any:
+  """The jitted (states (K,...), images, indices (K, m, B), keys (K,), betas (K,),
+  learning rates (K,)) -> (states, metrics (K, m)): `train.make_multi_step`
+  vmapped over members, each with its own β and learning rate."""
+
+  def member(state, images, indices, key, beta, learning_rate):
+    step = train_lib.make_multi_step(
+        model, dataclasses.replace(objective, beta=beta),
+        train_lib.build_optimizer(config.optimizer, learning_rate=learning_rate),
+        transform, key, config.train.ema_decay)
+    return step(state, images, indices)
+
+  return jax.jit(jax.vmap(member, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
+
+
+def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
+  """Trains the members (one group: see `groups`) together, each in its workdir,
+  resuming from their checkpoints; returns their eval.json contents."""
+  if len(groups(configs)) != 1:
+    raise UserError("these members differ in more than "
+                    f"{', '.join(VECTORIZABLE)}; train them separately")
+  for c, w in zip(configs, workdirs):
+    config_lib.validate(c)
+    runs.check_writable(w)
+    train_lib._check_config_unchanged(w, c)  # noqa: SLF001
+  base = configs[0]
+  with jax.default_device(backend.select_device(base.backend)):  # one device
+    return _train(configs, workdirs, base)
+
+
+def _train(configs, workdirs, base) -> list[dict]:
+  t = base.train
+  data = data_lib.load(base.data, base.model.likelihood)
+  model = model_lib.build(base.model, data.spec)
+  objective = Objective.from_config(base.objective)
+  total_steps = train_lib.num_train_steps(t, len(data.train))
+  files = []
+  for c, w in zip(configs, workdirs):
+    optimizer = train_lib.build_optimizer(c.optimizer)
+    state = train_lib.initial_state(model, optimizer,
+                                    jax.random.split(jax.random.key(c.seed), 4)[0], t.ema_decay)
+    files.append(train_lib.RunFiles(c, w, data, model, total_steps, state))
+  like = files[0].state
+  # Members resume together, from the newest step all of them have.
+  start = min(f.start for f in files)
+  for f, c in zip(files, configs):
+    if f.start > start:
+      if start == 0:
+        optimizer = train_lib.build_optimizer(c.optimizer)
+        f.state = train_lib.initial_state(model, optimizer, f.init_key, t.ema_decay)
+      else:
+        f.state, f.meta = f.latest.restore(start, like=like)
+      f.start = start
+  for f in files:
+    f.open_writer()
+  try:
+    if start < total_steps:
+      _loop(files, configs, data, model, objective, total_steps, start)
+    # One compiled test estimator for all members (params as an argument).
+    e = base.eval
+    estimator = evaluation.make_estimator(
+        model, None, elbo_samples=e.elbo_samples, analytic_kl=True,
+        num_importance_samples=e.num_importance_samples,
+        chunk=min(e.importance_chunk, e.num_importance_samples))
+    return [f.finish(Objective.from_config(c.objective), like, None, estimator)
+            for f, c in zip(files, configs)]
+  finally:
+    for f in files:
+      f.close()
+
+
+def _loop(files, configs, data, model, objective, total_steps, start) -> None:
+  t = configs[0].train
+  k = len(files)
+  update = make_update(model, objective, configs[0],
+                       data_lib.train_transform(data.train_transform, data.raw_levels))
+  estimator = evaluation.make_estimator(model, None, elbo_samples=configs[0].eval.elbo_samples,
+                                        analytic_kl=True, num_importance_samples=0, chunk=1)
+  states = _stack([f.state for f in files])
+  keys = jnp.stack([f.train_key for f in files])
+  betas = jnp.asarray([c.objective.beta for c in configs], jnp.float32)
+  rates = jnp.asarray([c.optimizer.learning_rate for c in configs], jnp.float32)
+  images = jax.device_put(data.train)
+  pending: list[dict] = []
+  step, last_log_step, last_log_time = start, start, time.time()
+  signals = train_lib._StopOnSignal()  # noqa: SLF001
+  try:
+    while step < total_steps:
+      end = train_lib.next_boundary(step, t, total_steps)
+      indices = np.stack([data_lib.batch_indices(c.seed, step, end - step, len(data.train),
+                                                 t.batch_size) for c in configs])
+      states, metrics = update(states, images, indices, keys, betas, rates)
+      pending.append(metrics)
+      step = end
+      is_log = step % t.log_every_steps == 0 or step == total_steps
+      is_eval = step % t.eval_every_steps == 0 or step == total_steps
+      stop = signals.received is not None
+      is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stop
+      if not (is_log or is_eval or is_ckpt):
+        continue
+      host = {name: np.concatenate([np.asarray(m[name]) for m in jax.device_get(pending)],
+                                   axis=1) for name in pending[0]}
+      pending.clear()
+      rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
+      for i, f in enumerate(files):
+        row = f.check_finite({name: v[i] for name, v in host.items()}, step)
+        # Each member's own examples/s: all K advance in the same wall time.
+        row.update(num_devices=1, vectorized_members=k, examples_per_sec=rate)
+        state = _member(states, i)
+        if is_eval:
+          row.update(f.validate(state, step, estimator, None))
+        if is_log or is_eval:
+          f.writer.write_scalars(step, row)
+        if is_ckpt:
+          f.save_latest(step, state)
+      last_log_step = step
+      if stop:
+        signum = signals.received or signal.SIGTERM
+        raise Interrupted(signum, f"stopped by signal {signum} at step {step}: checkpoints "
+                          "written for every member; run the same command to resume")
+      last_log_time = time.time()
+  finally:
+    signals.restore()
