@@ -3,11 +3,18 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+# Most of the suite's time is XLA compiling the same small programs in many
+# runs and subprocesses: share them through XLA's persistent compilation cache
+# (one per session; the compiled code, and so every number, is the same).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="vae_jax_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from vae_jax import cli  # noqa: E402
 

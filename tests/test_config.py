@@ -3,10 +3,11 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 
+from vae_jax import cli, data, model
 from vae_jax import config as config_lib
-from vae_jax import data, model
 from vae_jax.errors import UserError
 
 from conftest import ROOT, experiment, train_cli
@@ -15,7 +16,7 @@ EXPERIMENTS = sorted(os.path.basename(p)[:-3]
                      for p in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 # The image shape each experiment's data have, to build its model without data.
 SHAPES = {"digits": (8, 8, 1), "flax_vae_binarized_mnist": (28, 28, 1),
-          "mnist_dynamic": (28, 28, 1), "linear_gaussian": (4, 4, 1)}
+          "mnist_dynamic": (28, 28, 1), "linear_gaussian": (4, 4, 1), "iwae_burda": (28, 28, 1)}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -128,3 +129,21 @@ def test_cli_unwritable_workdir_is_one_line(tmp_path):
   assert out.stderr.strip().splitlines() == [
       f"error: workdir '{blocker / 'run'}' is not writable (Not a directory); choose "
       "another --workdir or make it writable"]
+
+
+def test_burda_protocol_learning_rates_and_epochs():
+  """Burda et al. 2016: 3^i epochs at 1e-3 · 10^(-i/7), i = 0..7 (3,280 epochs)."""
+  from vae_jax import train
+  c = cli.load_config_file(os.path.join(ROOT, "experiments", "iwae_burda.py:iwae,k=5"))
+  config_lib.validate(c)
+  assert (c.objective.name, c.objective.num_samples, c.train.batch_size) == ("iwae", 5, 20)
+  assert c.train.num_epochs == 3280 and c.optimizer.adam_eps == 1e-4
+  steps_per_epoch = (60_000 - c.data.validation_size) // 20
+  schedule = train.learning_rate_schedule(c.optimizer)
+  first_epoch = 0
+  for i in range(8):
+    for epoch in (first_epoch, first_epoch + 3 ** i - 1):  # the stage's first and last epochs
+      np.testing.assert_allclose(float(schedule(epoch * steps_per_epoch)),
+                                 1e-3 * 10 ** (-i / 7), rtol=1e-5)
+    first_epoch += 3 ** i
+  assert first_epoch == c.train.num_epochs

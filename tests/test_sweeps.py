@@ -75,7 +75,7 @@ def test_dry_run_lists_members_and_runs_nothing(tmp_path):
              f"--workdir={tmp_path}", "--dry_run")
   assert out.returncode == 0, out.stderr
   lines = out.stdout.splitlines()
-  assert lines[0].startswith("15 members") and "beta=0.1,seed=0" in lines[1]
+  assert lines[0].startswith("10 members") and "beta=0.1,seed=0" in lines[1]
   assert "--config.objective.beta=0.1 --config.seed=0" in lines[1]
   assert os.listdir(tmp_path) == []
 
@@ -200,7 +200,7 @@ def test_results_table_from_fake_finished_runs(tmp_path):
 def test_ablation_forms_expand_and_validate(name):
   for form in ("small", "full"):
     s = sweeps.Sweep(os.path.join(ROOT, "experiments", "ablations", f"{name}.py:{form}"))
-    assert len(s) >= 5 and len(set(s.names)) == len(s)
+    assert len(s) >= 4 and len(set(s.names)) == len(s)
     for p in s.plots:  # each figure is of swept keys and reported figures
       assert p["x"] in s.swept_keys() + list(results.METRICS)
       assert p.get("along", p["x"]) in s.swept_keys()

@@ -63,7 +63,10 @@ def default() -> ml_collections.ConfigDict:
   c.optimizer = p = ml_collections.ConfigDict()
   p.name = "adam"  # adam | adamw | sgd
   p.learning_rate = 1e-3
-  p.schedule = "constant"  # constant | cosine
+  p.schedule = "constant"  # constant | cosine | piecewise
+  p.boundaries = config_dict.placeholder(tuple)  # piecewise: steps where the rate changes
+  p.boundary_scales = config_dict.placeholder(tuple)  # piecewise: factor at each boundary
+  p.adam_eps = 1e-8  # adam/adamw ε (Burda et al. used 1e-4)
   p.warmup_steps = 0
   p.decay_steps = config_dict.placeholder(int)  # cosine: steps to decay over
   p.grad_clip_norm = config_dict.placeholder(float)
@@ -88,6 +91,7 @@ def default() -> ml_collections.ConfigDict:
   e.importance_chunk = 100  # samples per chunk of the streaming estimate
   e.elbo_samples = 10  # z samples per example for the reported ELBO
   e.num_images = 64
+  e.figures = True  # sample grids at each evaluation and the final figures (PNG, TensorBoard)
   e.gap_examples = 0  # >0: split log p(x) - ELBO into approximation and amortisation gaps
   e.gap_steps = 300  # Adam steps optimising each example's q for the gap
   e.gradient_draws = 0  # >0: variance and SNR of the training gradient over this many draws
@@ -124,7 +128,7 @@ _CHOICES = {
     "objective.name": ("elbo", "iwae"),
     "objective.kl": ("analytic", "mc"),
     "optimizer.name": ("adam", "adamw", "sgd"),
-    "optimizer.schedule": ("constant", "cosine"),
+    "optimizer.schedule": ("constant", "cosine", "piecewise"),
     "train.nan_policy": ("stop", "skip"),
 }
 
@@ -137,6 +141,7 @@ _MINIMA = {
     "objective.free_bits": (0, True), "optimizer.learning_rate": (0, False),
     "optimizer.warmup_steps": (0, True), "optimizer.decay_steps": (1, True),
     "optimizer.grad_clip_norm": (0, False), "optimizer.weight_decay": (0, True),
+    "optimizer.adam_eps": (0, False),
     "train.batch_size": (1, True), "train.num_epochs": (1, True), "train.num_steps": (1, True),
     "train.steps_per_dispatch": (1, True), "train.log_every_steps": (1, True),
     "train.eval_every_steps": (1, True), "train.checkpoint_every_steps": (1, True),
@@ -150,6 +155,14 @@ _MINIMA = {
 
 # The combinations that are invalid, one row each: (is_invalid(config), why and fix).
 _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
+    (lambda c: c.optimizer.schedule == "piecewise" and (
+        not c.optimizer.boundaries or c.optimizer.boundary_scales is None
+        or len(c.optimizer.boundaries) != len(c.optimizer.boundary_scales)),
+     "optimizer.schedule=piecewise needs optimizer.boundaries and optimizer.boundary_scales "
+     "of equal length (steps, and the factor applied at each)"),
+    (lambda c: c.optimizer.schedule == "piecewise" and c.optimizer.warmup_steps > 0,
+     "optimizer.schedule=piecewise with optimizer.warmup_steps > 0: not combined; set "
+     "optimizer.warmup_steps=0"),
     (lambda c: c.eval.gradient_draws == 1,
      "eval.gradient_draws=1: a variance needs at least 2 draws; set it to 0 (off) or >= 2"),
     (lambda c: c.objective.name == "iwae" and c.objective.beta != 1.0,

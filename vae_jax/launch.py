@@ -113,6 +113,17 @@ def _command(sweep: Sweep, unit: list[int], workdir: str) -> list[str]:
           "--config.train.progress_bar=False", *(f"--config.{kv}" for kv in sweep.overrides)]
 
 
+def _member_env(workdir: str) -> dict[str, str]:
+  """The members' environment: one XLA persistent compilation cache per sweep
+  (unless one is set), so members compile each program once between them; the
+  cached executable is the compiled code itself, so no number changes."""
+  env = dict(os.environ)
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.abspath(workdir),
+                                                           "xla_cache"))
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  return env
+
+
 def _unfinished(sweep: Sweep, workdir: str) -> list[int]:
   return [i for i in range(len(sweep))
           if read_status(member_dir(workdir, sweep, i))["status"] != "finished"]
@@ -163,7 +174,8 @@ def run_local(sweep: Sweep, workdir: str, parallel: int = 1, vectorize: bool = F
       path = os.path.join(log_dir, f"{sweep.names[unit[0]]}.log")
       log = open(path, "a")  # noqa: SIM115 - closed when the process ends
       running.append((unit, subprocess.Popen(_command(sweep, unit, workdir), cwd=ROOT,
-                                             stdout=log, stderr=subprocess.STDOUT), log, path))
+                                             stdout=log, stderr=subprocess.STDOUT,
+                                             env=_member_env(workdir)), log, path))
     time.sleep(0.2)
     for entry in list(running):
       unit, proc, log, path = entry
@@ -193,8 +205,8 @@ def run_submitit(sweep: Sweep, workdir: str, cluster: str | None = None,
   executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit"), cluster=cluster)
   if parameters:
     executor.update_parameters(**parameters)
-  commands = [submitit.helpers.CommandFunction(_command(sweep, unit, workdir), cwd=ROOT)
-              for unit in todo]
+  commands = [submitit.helpers.CommandFunction(_command(sweep, unit, workdir), cwd=ROOT,
+                                               env=_member_env(workdir)) for unit in todo]
   jobs = executor.submit_array(commands) if commands else []
   for unit, job in zip(todo, jobs):
     try:

@@ -40,7 +40,7 @@ MNIST_NPZ = "../shared/data/mnist/train.npz"  # from the repository root
 
 
 def ablation_base(arg: str | None, *, small_steps: int, full_epochs: int,
-                  small_k: int = 200, full_k: int = 1000) -> ml_collections.ConfigDict:
+                  small_k: int = 100, full_k: int = 1000) -> ml_collections.ConfigDict:
   """The base of a shipped ablation. 'small' (the default): the embedded digits,
   `small_steps` steps, minutes on a laptop CPU for the whole sweep. 'full':
   MNIST (dynamically binarised, 784-500-20) from the .npz copy (--set
@@ -53,6 +53,7 @@ def ablation_base(arg: str | None, *, small_steps: int, full_epochs: int,
     c.train.eval_every_steps = c.train.checkpoint_every_steps = max(10, small_steps // 2)
     c.eval.num_importance_samples = small_k
     c.eval.importance_chunk = min(100, small_k)
+    c.eval.figures = False  # the sweep's table and figures are what a small form is for
   elif arg == "full":
     c = experiment("mnist_dynamic", "npz")
     c.data.path = MNIST_NPZ

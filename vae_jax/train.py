@@ -56,20 +56,28 @@ class TrainState(flax.struct.PyTreeNode):
     return self.params if self.ema_params is None else self.ema_params
 
 
+def learning_rate_schedule(c: ml_collections.ConfigDict, peak: Any = None) -> Any:
+  """The rate (a number or an optax schedule of the step) of `config.optimizer`;
+  `peak` (e.g. a traced value, one per vmapped member) overrides its rate."""
+  peak = c.learning_rate if peak is None else peak
+  if c.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, c.warmup_steps,
+                                              c.warmup_steps + c.decay_steps)
+  if c.schedule == "piecewise":  # the rate is multiplied by scale_i from boundary_i on
+    return optax.piecewise_constant_schedule(
+        peak, dict(zip(map(int, c.boundaries), map(float, c.boundary_scales))))
+  if c.warmup_steps:
+    return optax.linear_schedule(0.0, peak, c.warmup_steps)
+  return peak
+
+
 def build_optimizer(c: ml_collections.ConfigDict, learning_rate: Any = None
                     ) -> optax.GradientTransformation:
   """The optax optimiser of `config.optimizer`, with its schedule and clipping;
-  `learning_rate` (e.g. a traced value, one per vmapped member) overrides it."""
-  peak = c.learning_rate if learning_rate is None else learning_rate
-  if c.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, peak, c.warmup_steps,
-                                            c.warmup_steps + c.decay_steps)
-  elif c.warmup_steps:
-    lr = optax.linear_schedule(0.0, peak, c.warmup_steps)
-  else:
-    lr = peak
-  opt = {"adam": lambda: optax.adam(lr),
-         "adamw": lambda: optax.adamw(lr, weight_decay=c.weight_decay),
+  `learning_rate` overrides the peak rate (see `learning_rate_schedule`)."""
+  lr = learning_rate_schedule(c, learning_rate)
+  opt = {"adam": lambda: optax.adam(lr, eps=c.adam_eps),
+         "adamw": lambda: optax.adamw(lr, eps=c.adam_eps, weight_decay=c.weight_decay),
          "sgd": lambda: optax.sgd(lr)}[c.name]()
   if c.grad_clip_norm is not None:
     opt = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), opt)
@@ -280,7 +288,7 @@ class RunFiles:
     if val["elbo"]["value"] > self.meta["best_elbo"]:
       self.meta.update(best_elbo=val["elbo"]["value"], best_step=step)
       self.best.save(step, state, dict(self.meta, environment=self.env))
-    if self.lead:  # figures from a host copy: the other processes are not in this
+    if self.lead and self.config.eval.figures:  # from a host copy: the others are not in this
       grid = plots.sample_grid(self.model, backend.gather(state.eval_params), self.fixed_z)
       self.writer.write_images(step, {"samples": grid})
       plots.save_png(os.path.join(self.workdir, "images", f"samples_step_{step:08d}.png"), grid)
@@ -309,7 +317,7 @@ class RunFiles:
           jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), best_state.eval_params))
       print(f"process {jax.process_index()} of {jax.process_count()}: step "
             f"{self.total_steps}, local parameter copy sha256 {fingerprint}", file=sys.stderr)
-    if self.lead:
+    if self.lead and config.eval.figures:
       self.writer.flush()
       figures = plots.run_figures(model, host_params, data.test, data.test_labels,
                                   self.fixed_z, writers.read_jsonl(self.writer.path), test)

@@ -1,6 +1,6 @@
 """Analytic vs Monte Carlo KL: the ELBO reached, and the noise of the training
 gradient at the trained parameters (variance and signal-to-noise ratio over
-200 draws of z, on 64 test examples), over 3 seeds. Each run also measures the
+200 draws of z, on 64 test examples), over 2 seeds. Each run also measures the
 other estimator at its parameters with the same draws: the column
 test_grad_encoder_variance_mc_over_analytic_kl is that paired ratio.
 
@@ -23,4 +23,4 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  return product(sweep("objective.kl", ["analytic", "mc"]), sweep("seed", [0, 1, 2]))
+  return product(sweep("objective.kl", ["analytic", "mc"]), sweep("seed", [0, 1]))

@@ -15,5 +15,5 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  dims = [2, 5, 10, 20, 50] if arg == "full" else [2, 4, 8, 16, 32]
+  dims = [2, 5, 10, 20, 50] if arg == "full" else [2, 8, 32]
   return product(sweep("model.latent_dim", dims), sweep("seed", [0, 1]))

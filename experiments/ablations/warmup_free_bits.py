@@ -22,4 +22,4 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   warmup = [0, 5000] if arg == "full" else [0, 500]
   return product(sweep("objective.kl_warmup_steps", warmup),
-                 sweep("objective.free_bits", [0.0, 0.05, 0.25]))
+                 sweep("objective.free_bits", [0.0, 0.25]))
