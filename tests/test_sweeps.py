@@ -204,3 +204,19 @@ def test_ablation_forms_expand_and_validate(name):
     for p in s.plots:  # each figure is of swept keys and reported figures
       assert p["x"] in s.swept_keys() + list(results.METRICS)
       assert p.get("along", p["x"]) in s.swept_keys()
+
+
+def test_beta_ablation_small_form_end_to_end(tmp_path):
+  """The shipped β ablation as a user runs it (vectorised): every member
+  finishes, and the rate falls as β grows, as it must at the optimum of
+  distortion + β·rate (Alemi et al. 2018)."""
+  out = _cli("sweep.py", "--config=experiments/ablations/beta.py:small",
+             f"--workdir={tmp_path}", "--vectorize")
+  assert out.returncode == 0, out.stderr[-2000:]
+  s = sweeps.Sweep(os.path.join(ROOT, "experiments", "ablations", "beta.py:small"))
+  agg = results.aggregate(results.collect(s, str(tmp_path)), s.swept_keys())
+  assert [a["seeds"] for a in agg] == [2] * 5
+  rates = [a["test_rate"] for a in sorted(agg, key=lambda a: a["objective.beta"])]
+  assert all(r1 > r2 for r1, r2 in zip(rates, rates[1:])), rates
+  for p in ("results_test_distortion_vs_test_rate.png", "results_test_nll_vs_beta.png"):
+    assert os.path.getsize(tmp_path / p) > 1000

@@ -106,7 +106,13 @@ def write_tables(sweep: Sweep, workdir: str) -> tuple[str, str]:
     w.writerow({c: row.get(c) for c in columns})
   csv_path = os.path.join(workdir, "results.csv")
   writers.atomic_write_text(csv_path, text.getvalue())
-  md = [f"# {sweep.spec}", "", _markdown(columns, rows)]
+  t, e = sweep.base.train, sweep.base.eval
+  budget = (f"{t.num_steps} steps" if t.num_steps is not None else f"{t.num_epochs} epochs")
+  md = [f"# {sweep.spec}", "", *([sweep.note, ""] if sweep.note else []),
+        f"Budget of each member: {budget} of batch {t.batch_size} on data.name="
+        f"{sweep.base.data.name}; test NLL by importance sampling with k = "
+        f"{e.num_importance_samples}. Seconds: wall time (a vectorised member's share of its "
+        "group's).", "", _markdown(columns, rows)]
   if "seed" in keys:
     agg = aggregate(rows, keys)
     group_keys = [k for k in keys if k != "seed"]

@@ -164,6 +164,9 @@ class Sweep:
     if not self.members:
       raise UserError(f"the sweep {spec} has no members")
     self.names = names(self.members)
+    # What the results table must say of itself, e.g. that a reduced budget
+    # is not comparable with a paper's: NOTES = {form: text}.
+    self.note = getattr(module, "NOTES", {}).get(arg or "small")
     # [{'x':, 'y':, 'along':, 'log_x':}] for vae_jax.results.plot; default: NLL
     # against each numeric swept key.
     self.plots = getattr(module, "PLOTS", None) or [

@@ -14,6 +14,11 @@ protocol, for a GPU.
 from vae_jax import sweeps
 from vae_jax.sweeps import product, sweep
 
+NOTES = {"full": "Reduced budget: 5 epochs on MNIST, one seed. Burda et al. (2016) trained "
+                 "3,280 epochs: these numbers are NOT comparable with their Table 1 "
+                 "(experiments/iwae_burda.py is their protocol, for a GPU).",
+         "small": "Small form: the 8x8 digits, 1,000 steps; for trends, not for papers."}
+
 PLOTS = [{"x": "objective.num_samples", "y": "test_nll", "log_x": True},
          {"x": "objective.num_samples", "y": "test_active_units", "log_x": True}]
 
