@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check vae_jax scripts experiments tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests  # 2 workers: most of the time is XLA compiling, one core each
 
 # Every shipped ablation in its small form (digits), members vectorised where
 # they differ only in seed/β/learning rate: tables and figures in runs/ablations/.

@@ -11,7 +11,7 @@ PLOTS = [{"x": "model.latent_dim", "y": "test_nll", "log_x": True},
 
 
 def get_config(arg=None):
-  return sweeps.ablation_base(arg, small_steps=1000, full_epochs=10)
+  return sweeps.ablation_base(arg, small_steps=600, full_epochs=10)
 
 
 def get_sweep(arg=None):

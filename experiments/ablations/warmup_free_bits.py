@@ -14,7 +14,7 @@ PLOTS = [{"x": "objective.free_bits", "y": "test_active_units"},
 
 
 def get_config(arg=None):
-  c = sweeps.ablation_base(arg, small_steps=1000, full_epochs=10)
+  c = sweeps.ablation_base(arg, small_steps=600, full_epochs=10)
   c.model.latent_dim = 32 if arg != "full" else 64
   return c
 
