@@ -1,8 +1,8 @@
 """Analytic vs Monte Carlo KL: the ELBO reached, and the noise of the training
 gradient at the trained parameters (variance and signal-to-noise ratio over
-200 draws of z (50 in the small form), on 64 test examples), over 2 seeds. Each run also measures the
-other estimator at its parameters with the same draws: the column
-test_grad_encoder_variance_mc_over_analytic_kl is that paired ratio.
+200 draws of z, 50 in the small form, on 64 test examples), over 2 seeds. Each
+run also measures the other estimator at its parameters with the same draws:
+the column test_grad_encoder_variance_mc_over_analytic_kl is that paired ratio.
 
   python scripts/sweep.py --config=experiments/ablations/kl_estimator.py:small --workdir=runs/kl
 """
