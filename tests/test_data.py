@@ -183,3 +183,33 @@ def test_process_shards_are_disjoint_equal_and_keep_evaluation_whole():
   assert not np.array_equal(a, b)
   np.testing.assert_array_equal(data.batch_indices(0, 0, 1, size, 8),
                                 data.epoch_permutation(0, 0, size)[None, :8])
+
+
+def test_tfds_process_reads_only_its_share(monkeypatch):
+  """From tfds a process asks only for its `train[a:b]` (and the held-out
+  validation); the shares put together are the single-process training set."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  full = np.random.default_rng(0).integers(0, 256, (30, 28, 28, 1)).astype(np.uint8)
+  labels, asked = np.arange(30), []
+
+  def fake_split(builder, name, split, download):
+    asked.append(split)
+    if split in ("train", "test"):
+      return full, labels
+    lo, _, hi = split[len("train["):-1].partition(":")
+    part = slice(int(lo), int(hi) if hi else None)
+    return full[part], labels[part]
+
+  monkeypatch.setattr(data, "_tfds_split", fake_split)
+  c = _data_config(name="mnist", binarize="dynamic", validation_size=6)
+  with tfds.testing.mock_data(num_examples=30):
+    whole = data.load(c, "bernoulli")
+    monkeypatch.setattr(data, "_split_sizes", lambda builder: {"train": 30, "test": 30})
+    asked.clear()
+    parts = [data.load(c, "bernoulli", shard=(i, 2)) for i in range(2)]
+  assert [a for a in asked if a.startswith("train")] == [
+      "train[24:]", "train[0:12]", "train[24:]", "train[12:24]"]
+  np.testing.assert_array_equal(np.concatenate([p.train for p in parts]), whole.train)
+  for p in parts:
+    np.testing.assert_array_equal(p.validation, whole.validation)
+    np.testing.assert_array_equal(p.test, whole.test)

@@ -59,6 +59,7 @@ class _Source:
   num_levels: int | None
   validation: np.ndarray | None = None
   validation_labels: np.ndarray | None = None
+  sharded: bool = False  # `train` is already this process's share (see `load`)
 
 
 def _split_off(images, labels, n, rng_seed=None):
@@ -186,7 +187,11 @@ def _tfds_split(builder, name: str, split: str, download: bool):
   return np.concatenate(images), (np.concatenate(labels) if labels else None)
 
 
-def _load_tfds(c: ml_collections.ConfigDict) -> _Source:
+def _split_sizes(builder) -> dict[str, int]:
+  return {name: split.num_examples for name, split in builder.info.splits.items()}
+
+
+def _load_tfds(c: ml_collections.ConfigDict, shard: tuple[int, int] = (0, 1)) -> _Source:
   import tensorflow_datasets as tfds  # Deferred: imports TensorFlow.
   levels, known_splits = TFDS_DATASETS[c.name]
   builder = tfds.builder(c.name, data_dir=c.data_dir)
@@ -195,8 +200,30 @@ def _load_tfds(c: ml_collections.ConfigDict) -> _Source:
     if split not in available:
       raise UserError(f"tfds dataset {c.name!r} has splits {sorted(available)}, not "
                       f"{split!r}")
-  read = {s: _tfds_split(builder, c.name, s, c.download) for s in available
-          if s in ("train", "validation", "test")}
+  read = {"test": _tfds_split(builder, c.name, "test", c.download)}  # prepares if it must
+  index, count = shard
+  sizes = _split_sizes(builder)
+  sharded = count > 1 and "train" in sizes
+  if sharded:  # read only this process's share of train (tfds' split slicing)
+    n = sizes["train"]
+    if "validation" in available:
+      read["validation"] = _tfds_split(builder, c.name, "validation", c.download)
+    else:  # the held-out validation is the last validation_size, as `load` takes it
+      if c.validation_size >= n:
+        raise UserError(f"data.validation_size={c.validation_size} leaves no training data "
+                        f"({n} examples); lower it")
+      read["validation"] = _tfds_split(builder, c.name, f"train[{n - c.validation_size}:]",
+                                       c.download)
+      n -= c.validation_size
+    if n < count:
+      raise UserError(f"{n} training examples cannot be shared by {count} processes; use "
+                      "fewer processes or more data")
+    part = shard_of(n, index, count)
+    read["train"] = _tfds_split(builder, c.name, f"train[{part.start}:{part.stop}]",
+                                c.download)
+  else:
+    read.update({s: _tfds_split(builder, c.name, s, c.download) for s in available
+                 if s in ("train", "validation")})
   for split, (images, _) in read.items():
     lo, hi = int(images.min()), int(images.max())
     if lo < 0 or hi > levels - 1:
@@ -205,7 +232,7 @@ def _load_tfds(c: ml_collections.ConfigDict) -> _Source:
                       f"what {c.name!r} should hold")
   val = read.get("validation", (None, None))
   return _Source(*read["train"], *read["test"], num_levels=levels,
-                 validation=val[0], validation_labels=val[1])
+                 validation=val[0], validation_labels=val[1], sharded=sharded)
 
 
 # name -> loader(config.data). Every tfds name in TFDS_DATASETS loads through tfds.
@@ -264,10 +291,11 @@ def load(c: ml_collections.ConfigDict, likelihood: str, shard: tuple[int, int] =
   """Loads `c.name`, checks it fits `likelihood`, and prepares the splits.
 
   shard=(index, count): a process of a multi-process run keeps only its share
-  of the training examples (`shard_of`); validation and test stay whole, as
-  every process evaluates its part of every padded batch.
+  of the training examples (`shard_of`); from tfds it reads only that share
+  (a `train[a:b]` split). Validation and test stay whole, as every process
+  evaluates its part of every padded batch.
   """
-  src = SOURCES[c.name](c)
+  src = _load_tfds(c, shard) if c.name in TFDS_DATASETS else SOURCES[c.name](c)
   levels = src.num_levels
   _check_data_fits_likelihood(levels, c, likelihood)
   train, train_labels = src.train, src.train_labels
@@ -279,7 +307,7 @@ def load(c: ml_collections.ConfigDict, likelihood: str, shard: tuple[int, int] =
   else:
     val, val_labels = src.validation, src.validation_labels
   index, count = shard
-  if count > 1:
+  if count > 1 and not src.sharded:  # a file read whole: keep this process's share
     if len(train) < count:
       raise UserError(f"{len(train)} training examples cannot be shared by {count} processes;"
                       " use fewer processes or more data")
