@@ -65,8 +65,9 @@ def main(argv):
     statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, _VECTORIZE.value)
   else:
     statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, _VECTORIZE.value)
-  csv_path, md_path = results.write_tables(sweep, _WORKDIR.value)
-  figures = [results.plot(sweep, _WORKDIR.value, **p) for p in sweep.plots]
+  rows = results.collect(sweep, _WORKDIR.value)  # read once, for the tables and figures
+  csv_path, md_path = results.write_tables(sweep, _WORKDIR.value, rows)
+  figures = [results.plot(sweep, _WORKDIR.value, rows=rows, **p) for p in sweep.plots]
   with open(md_path) as f:
     print(f.read())
   print(f"written: {csv_path}, {md_path}" + "".join(f", {p}" for p in figures))

@@ -42,11 +42,17 @@ class Setup:
   images: np.ndarray  # binary float32, like the Flax example's static binarized_mnist
 
 
-def flax_example_setup(num_examples: int = 8192, seed: int = 0) -> Setup:
+def _flax_example_config():
+  """The defaults with the Flax example's model: 784-500-20 MLP, Bernoulli."""
   c = config_lib.default()
   c.model.likelihood = "bernoulli"
   c.model.encoder_hidden = c.model.decoder_hidden = (500,)
   c.model.latent_dim = 20
+  return c
+
+
+def flax_example_setup(num_examples: int = 8192, seed: int = 0) -> Setup:
+  c = _flax_example_config()
   vae = model_lib.build(c.model, data_lib.DataSpec((28, 28, 1), 2))
   images = (np.random.default_rng(seed).random((num_examples, 28, 28, 1)) < 0.13).astype(
       np.float32)  # MNIST's share of ink
@@ -191,14 +197,13 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
   (vae_jax.vectorized). size 'digits': 64-256-8 Binomial, batch 64; 'mnist':
   784-500-20 Bernoulli, batch 128. Compilation excluded; trials interleaved."""
   from vae_jax import vectorized
-  c = config_lib.default()
   if size == "digits":
+    c = config_lib.default()
     spec, batch = data_lib.DataSpec((8, 8, 1), 17), 64
     images = np.random.default_rng(0).integers(0, 17, (1297, 8, 8, 1)).astype(np.float32)
     transform = data_lib.train_transform("none", 17)
   else:
-    c.model.likelihood, c.model.latent_dim = "bernoulli", 20
-    c.model.encoder_hidden = c.model.decoder_hidden = (500,)
+    c = _flax_example_config()
     spec, batch = data_lib.DataSpec((28, 28, 1), 2), 128
     images = flax_example_setup().images
     transform = data_lib.train_transform("none", 2)

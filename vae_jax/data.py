@@ -209,15 +209,10 @@ def _load_tfds(c: ml_collections.ConfigDict, shard: tuple[int, int] = (0, 1)) ->
     if "validation" in available:
       read["validation"] = _tfds_split(builder, c.name, "validation", c.download)
     else:  # the held-out validation is the last validation_size, as `load` takes it
-      if c.validation_size >= n:
-        raise UserError(f"data.validation_size={c.validation_size} leaves no training data "
-                        f"({n} examples); lower it")
+      _check_validation_size(c, n)
       read["validation"] = _tfds_split(builder, c.name, f"train[{n - c.validation_size}:]",
                                        c.download)
       n -= c.validation_size
-    if n < count:
-      raise UserError(f"{n} training examples cannot be shared by {count} processes; use "
-                      "fewer processes or more data")
     part = shard_of(n, index, count)
     read["train"] = _tfds_split(builder, c.name, f"train[{part.start}:{part.stop}]",
                                 c.download)
@@ -279,9 +274,18 @@ def _check_data_fits_likelihood(levels, c, likelihood):
     raise UserError("data.dequantize=True needs integer pixels; the data are continuous")
 
 
+def _check_validation_size(c: ml_collections.ConfigDict, n: int) -> None:
+  if c.validation_size >= n:
+    raise UserError(f"data.validation_size={c.validation_size} leaves no training data "
+                    f"({n} examples); lower it")
+
+
 def shard_of(n: int, index: int, count: int) -> slice:
   """Process `index` of `count`: its contiguous, equal share of n training
   examples (the last n % count are left out, as a partial batch would be)."""
+  if n < count:
+    raise UserError(f"{n} training examples cannot be shared by {count} processes; use "
+                    "fewer processes or more data")
   size = n // count
   return slice(index * size, (index + 1) * size)
 
@@ -300,17 +304,12 @@ def load(c: ml_collections.ConfigDict, likelihood: str, shard: tuple[int, int] =
   _check_data_fits_likelihood(levels, c, likelihood)
   train, train_labels = src.train, src.train_labels
   if src.validation is None:
-    if c.validation_size >= len(train):
-      raise UserError(f"data.validation_size={c.validation_size} leaves no training data "
-                      f"({len(train)} examples); lower it")
+    _check_validation_size(c, len(train))
     train, train_labels, val, val_labels = _split_off(train, train_labels, c.validation_size)
   else:
     val, val_labels = src.validation, src.validation_labels
   index, count = shard
   if count > 1 and not src.sharded:  # a file read whole: keep this process's share
-    if len(train) < count:
-      raise UserError(f"{len(train)} training examples cannot be shared by {count} processes;"
-                      " use fewer processes or more data")
     keep = shard_of(len(train), index, count)
     train, train_labels = train[keep], None if train_labels is None else train_labels[keep]
   for name, images in (("train", train), ("validation", val), ("test", src.test)):

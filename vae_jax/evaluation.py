@@ -196,15 +196,17 @@ def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Arr
                     elbo_samples=e.elbo_samples, analytic_kl=True,
                     num_importance_samples=num_importance_samples or e.num_importance_samples,
                     chunk=chunk or e.importance_chunk, mesh=mesh, estimator=estimator)
-  if e.gap_examples:  # on each process's own device, from a host copy of the params
+  # The diagnostics below run on each process's own device, from a host copy.
+  host_params = backend.gather(params) if e.gap_examples or e.gradient_draws else None
+  if e.gap_examples:
     result["gaps"] = diagnostics.gap_decomposition(
-        model, backend.gather(params), images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,
+        model, host_params, images[:e.gap_examples], gap_rng, num_steps=e.gap_steps,
         elbo_samples=max(e.elbo_samples, 10),
         num_importance_samples=num_importance_samples or e.num_importance_samples,
         batch_size=e.batch_size)
   if e.gradient_draws and objective is not None:
     noise = lambda o: diagnostics.gradient_noise(
-        model, o, backend.gather(params), images[:e.gradient_batch],
+        model, o, host_params, images[:e.gradient_batch],
         jax.random.fold_in(rng, 2), e.gradient_draws,
         step=o.kl_warmup_steps)  # the objective as trained, past any warm-up
     result["gradient"] = noise(objective)

@@ -1,10 +1,11 @@
 """Running the members of a sweep: one at a time, N at a time, or on a cluster.
 
-Every launcher runs a member the same way, `run_member`, which trains it in
-`<sweep workdir>/<member name>/` (resuming what is there) and records its
-status in `status.json` there: running, finished or failed (with the error
-line), and its wall time summed over attempts. A finished member (eval.json
-written) is skipped when the sweep is launched again; any other is resumed.
+Every launcher runs a member the same way, `run_member` (or `run_group` for
+members trained together), which trains it in `<sweep workdir>/<member name>/`
+(resuming what is there) and records its status in `status.json` there:
+running, finished or failed (with the error line), and its wall time summed
+over attempts. A finished member (eval.json written) is skipped when the
+sweep is launched again; any other is resumed.
 """
 
 import contextlib
@@ -140,14 +141,18 @@ def units(sweep: Sweep, workdir: str, vectorize: bool = False) -> list[list[int]
           for group in vectorized.groups([sweep.configs[i] for i in todo])]
 
 
-def _settle(sweep: Sweep, workdir: str, unit: list[int], returncode: int, log: str) -> None:
-  """After a process ends: a member it left 'running' (killed, crashed) is failed."""
+def _settle(sweep: Sweep, workdir: str, unit: list[int], returncode: int, log: str) -> int:
+  """After a process ends: a member it left 'running' (killed, crashed) is
+  failed. Returns how many of its members failed."""
+  failed = 0
   for i in unit:
     run_dir = member_dir(workdir, sweep, i)
     status = read_status(run_dir)
     if status["status"] not in ("finished", "failed"):
       status.update(status="failed", error=f"exit status {returncode}; see {log}")
       _write_status(run_dir, status)
+    failed += status["status"] == "failed"
+  return failed
 
 
 def statuses(sweep: Sweep, workdir: str) -> dict[str, str]:
@@ -165,7 +170,7 @@ def run_local(sweep: Sweep, workdir: str, parallel: int = 1, vectorize: bool = F
   bar = tqdm.tqdm(total=len(sweep), initial=len(sweep) - sum(map(len, todo)), unit="run",
                   disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="sweep")
   running: list[tuple[list[int], subprocess.Popen, Any, str]] = []
-  shown = None
+  shown, failed = None, 0
   log_dir = os.path.join(workdir, "logs")
   os.makedirs(log_dir, exist_ok=True)
   while todo or running:
@@ -183,9 +188,8 @@ def run_local(sweep: Sweep, workdir: str, parallel: int = 1, vectorize: bool = F
         continue
       log.close()
       running.remove(entry)
-      _settle(sweep, workdir, unit, proc.returncode, path)
+      failed += _settle(sweep, workdir, unit, proc.returncode, path)
       bar.update(len(unit))
-    failed = sum(s == "failed" for s in statuses(sweep, workdir).values())
     if (len(running), failed) != shown:
       shown = (len(running), failed)
       bar.set_postfix(running=sum(len(r[0]) for r in running), failed=failed)

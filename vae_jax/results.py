@@ -92,9 +92,11 @@ def _markdown(columns: list[str], rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write_tables(sweep: Sweep, workdir: str) -> tuple[str, str]:
-  """Writes results.csv and results.md; returns their paths."""
-  rows = collect(sweep, workdir)
+def write_tables(sweep: Sweep, workdir: str, rows: list[dict] | None = None
+                 ) -> tuple[str, str]:
+  """Writes results.csv and results.md (of `rows`, else `collect`ed); returns
+  their paths."""
+  rows = collect(sweep, workdir) if rows is None else rows
   keys = sweep.swept_keys()
   metrics = [m for m in METRICS  # the gradient figures only where measured
              if not m.startswith("test_grad") or any(np.isfinite(r[m]) for r in rows)]
@@ -130,7 +132,7 @@ def write_tables(sweep: Sweep, workdir: str) -> tuple[str, str]:
 
 
 def plot(sweep: Sweep, workdir: str, x: str, y: str, along: str | None = None,
-         log_x: bool = False) -> str:
+         log_x: bool = False, rows: list[dict] | None = None) -> str:
   """`y` (a figure) against `x` (a swept key, or a figure with the curve
   running `along` a swept key, as a rate-distortion curve runs along β); one
   line per value of the other swept keys, mean and std over seeds; returns the
@@ -139,7 +141,8 @@ def plot(sweep: Sweep, workdir: str, x: str, y: str, along: str | None = None,
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   keys = sweep.swept_keys()
-  agg = [a for a in aggregate(collect(sweep, workdir), keys) if a["seeds"]]
+  rows = collect(sweep, workdir) if rows is None else rows
+  agg = [a for a in aggregate(rows, keys) if a["seeds"]]
   lines: dict[tuple, list[dict]] = {}
   along = along or x
   others = [k for k in keys if k not in ("seed", along)]

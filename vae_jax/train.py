@@ -143,7 +143,7 @@ def make_update(model: model_lib.VAE, objective: Objective,
                  out_shardings=(replicated, replicated))
 
 
-class _StopOnSignal:
+class StopOnSignal:
   """Notes SIGTERM/SIGINT (preemption, Ctrl-C) so the loop can checkpoint at the
   end of the current dispatch and exit, instead of dying mid-step."""
 
@@ -174,6 +174,24 @@ def next_boundary(step: int, t: ml_collections.ConfigDict, total: int) -> int:
   return end
 
 
+def due(step: int, t: ml_collections.ConfigDict, total: int, stop: bool
+        ) -> tuple[bool, bool, bool]:
+  """(log, evaluate, checkpoint) at the end of the dispatch ending at `step`;
+  a stop (a signal) forces the checkpoint."""
+  last = step == total
+  return (step % t.log_every_steps == 0 or last, step % t.eval_every_steps == 0 or last,
+          step % t.checkpoint_every_steps == 0 or last or stop)
+
+
+def drain(pending: list[dict], axis: int = 0) -> dict[str, np.ndarray]:
+  """The metrics of the pending dispatches on the host, concatenated along
+  their step axis (0, or 1 behind a members axis); empties `pending`."""
+  host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)], axis=axis)
+          for k in pending[0]}
+  pending.clear()
+  return host
+
+
 def num_train_steps(t: ml_collections.ConfigDict, num_train: int) -> int:
   steps_per_epoch = num_train // t.batch_size
   if steps_per_epoch == 0:
@@ -182,7 +200,7 @@ def num_train_steps(t: ml_collections.ConfigDict, num_train: int) -> int:
   return t.num_steps if t.num_steps is not None else t.num_epochs * steps_per_epoch
 
 
-def _check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
+def check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, runs.CONFIG_FILE)
   if not os.path.exists(path):
     return
@@ -205,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise UserError(f"train.batch_size={config.train.batch_size} does not split over the "
                     f"{mesh.size} {config.backend} devices; make it a multiple of {mesh.size}")
   runs.check_writable(workdir)
-  _check_config_unchanged(workdir, config)
+  check_config_unchanged(workdir, config)
   try:
     with jax.default_device(mesh.local_devices[0]):
       return _train_and_evaluate(config, workdir, mesh)
@@ -227,8 +245,7 @@ class RunFiles:
     t = config.train
     self.config, self.workdir, self.data, self.model = config, workdir, data, model
     self.total_steps, self.lead = total_steps, backend.is_lead()
-    self.init_key, self.train_key, self.eval_key, image_key = jax.random.split(
-        jax.random.key(config.seed), 4)
+    self.init_key, self.train_key, self.eval_key, image_key = run_keys(config.seed)
     self.fixed_z = jax.random.normal(image_key, (config.eval.num_images, model.latent_dim))
     self.latest = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
                                           t.keep_checkpoints)
@@ -348,6 +365,11 @@ class RunFiles:
     self.best.close()
 
 
+def run_keys(seed: int) -> jax.Array:
+  """A run's four keys, from its seed: initialisation, training, evaluation, images."""
+  return jax.random.split(jax.random.key(seed), 4)
+
+
 def initial_state(model: model_lib.VAE, optimizer: optax.GradientTransformation,
                   init_key: jax.Array, ema_decay: float | None) -> TrainState:
   params = model.init(init_key)
@@ -370,8 +392,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stream = None if num_processes == 1 else jax.process_index()
   total_steps = num_train_steps(t, len(data.train) * num_processes)
 
-  state = initial_state(model, optimizer, jax.random.split(jax.random.key(config.seed), 4)[0],
-                        t.ema_decay)
+  state = initial_state(model, optimizer, run_keys(config.seed)[0], t.ema_decay)
   if mesh.size > 1:  # replicated over the mesh (and restored so by orbax)
     state = jax.tree.map(lambda a: backend.global_array(mesh, jax.sharding.PartitionSpec(), a),
                          state)
@@ -400,7 +421,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
                       disable=not (t.progress_bar and lead), file=sys.stderr,
                       dynamic_ncols=True)
-      signals = _StopOnSignal()
+      signals = StopOnSignal()
       while step < total_steps:
         end = next_boundary(step, t, total_steps)
         indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
@@ -414,19 +435,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           num_devices = len(jax.tree.leaves(state.params)[0].sharding.device_set)
         bar.update(end - step)
         step = end
-        is_log = step % t.log_every_steps == 0 or step == total_steps
-        is_eval = step % t.eval_every_steps == 0 or step == total_steps
         stop = signals.received is not None
         if num_processes > 1:  # a signal to any process stops all at the same step
           stop = bool(np.any(backend.gather(np.array([stop], np.int32))))
-        is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stop
+        is_log, is_eval, is_ckpt = due(step, t, total_steps, stop)
         if not (is_log or is_eval or is_ckpt):
           continue
         # Everything written from here on depends on this state: check it first.
-        host = {k: np.concatenate([np.asarray(m[k]) for m in jax.device_get(pending)])
-                for k in pending[0]}
-        pending.clear()
-        row = run.check_finite(host, step)
+        row = run.check_finite(drain(pending), step)
         row["num_devices"] = num_devices
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
                                    / (time.time() - last_log_time))

@@ -76,7 +76,7 @@ def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str])
   for c, w in zip(configs, workdirs):
     config_lib.validate(c)
     runs.check_writable(w)
-    train_lib._check_config_unchanged(w, c)  # noqa: SLF001
+    train_lib.check_config_unchanged(w, c)
   base = configs[0]
   with jax.default_device(backend.select_device(base.backend)):  # one device
     return _train(configs, workdirs, base)
@@ -88,22 +88,17 @@ def _train(configs, workdirs, base) -> list[dict]:
   model = model_lib.build(base.model, data.spec)
   objective = Objective.from_config(base.objective)
   total_steps = train_lib.num_train_steps(t, len(data.train))
-  files = []
-  for c, w in zip(configs, workdirs):
-    optimizer = train_lib.build_optimizer(c.optimizer)
-    state = train_lib.initial_state(model, optimizer,
-                                    jax.random.split(jax.random.key(c.seed), 4)[0], t.ema_decay)
-    files.append(train_lib.RunFiles(c, w, data, model, total_steps, state))
-  like = files[0].state
+  initial = [train_lib.initial_state(model, train_lib.build_optimizer(c.optimizer),
+                                     train_lib.run_keys(c.seed)[0], t.ema_decay)
+             for c in configs]
+  files = [train_lib.RunFiles(c, w, data, model, total_steps, state)
+           for c, w, state in zip(configs, workdirs, initial)]
+  like = initial[0]
   # Members resume together, from the newest step all of them have.
   start = min(f.start for f in files)
-  for f, c in zip(files, configs):
+  for f, state in zip(files, initial):
     if f.start > start:
-      if start == 0:
-        optimizer = train_lib.build_optimizer(c.optimizer)
-        f.state = train_lib.initial_state(model, optimizer, f.init_key, t.ema_decay)
-      else:
-        f.state, f.meta = f.latest.restore(start, like=like)
+      f.state, f.meta = (state, f.meta) if start == 0 else f.latest.restore(start, like=like)
       f.start = start
   for f in files:
     f.open_writer()
@@ -114,8 +109,7 @@ def _train(configs, workdirs, base) -> list[dict]:
     e = base.eval
     estimator = evaluation.make_estimator(
         model, None, elbo_samples=e.elbo_samples, analytic_kl=True,
-        num_importance_samples=e.num_importance_samples,
-        chunk=min(e.importance_chunk, e.num_importance_samples))
+        num_importance_samples=e.num_importance_samples, chunk=e.importance_chunk)
     return [f.finish(Objective.from_config(c.objective), like, None, estimator)
             for f, c in zip(files, configs)]
   finally:
@@ -137,7 +131,7 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
   images = jax.device_put(data.train)
   pending: list[dict] = []
   step, last_log_step, last_log_time = start, start, time.time()
-  signals = train_lib._StopOnSignal()  # noqa: SLF001
+  signals = train_lib.StopOnSignal()
   try:
     while step < total_steps:
       end = train_lib.next_boundary(step, t, total_steps)
@@ -146,15 +140,11 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
       states, metrics = update(states, images, indices, keys, betas, rates)
       pending.append(metrics)
       step = end
-      is_log = step % t.log_every_steps == 0 or step == total_steps
-      is_eval = step % t.eval_every_steps == 0 or step == total_steps
       stop = signals.received is not None
-      is_ckpt = step % t.checkpoint_every_steps == 0 or step == total_steps or stop
+      is_log, is_eval, is_ckpt = train_lib.due(step, t, total_steps, stop)
       if not (is_log or is_eval or is_ckpt):
         continue
-      host = {name: np.concatenate([np.asarray(m[name]) for m in jax.device_get(pending)],
-                                   axis=1) for name in pending[0]}
-      pending.clear()
+      host = train_lib.drain(pending, axis=1)
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for i, f in enumerate(files):
         row = f.check_finite({name: v[i] for name, v in host.items()}, step)
