@@ -10,7 +10,7 @@ import numpy as np
 from scipy import stats
 
 from vae_jax import config as config_lib
-from vae_jax import data, model
+from vae_jax import data, models
 
 
 class LinearGaussian:
@@ -25,7 +25,7 @@ class LinearGaussian:
     c = config_lib.default().model
     c.encoder_hidden, c.decoder_hidden = (), ()
     c.latent_dim, c.likelihood, c.gaussian_variance = latent_dim, "gaussian", "scalar"
-    self.vae = model.build(c, data.DataSpec((num_pixels,), None))
+    self.vae = models.build(c, data.DataSpec((num_pixels,), None))
 
   def sample_x(self, n, seed=1):
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from vae_jax import cli, data, model
+from vae_jax import cli, data, models
 from vae_jax import config as config_lib
 from vae_jax.errors import UserError
 
@@ -16,7 +16,9 @@ EXPERIMENTS = sorted(os.path.basename(p)[:-3]
                      for p in glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 # The image shape each experiment's data have, to build its model without data.
 SHAPES = {"digits": (8, 8, 1), "flax_vae_binarized_mnist": (28, 28, 1),
-          "mnist_dynamic": (28, 28, 1), "linear_gaussian": (4, 4, 1), "iwae_burda": (28, 28, 1)}
+          "mnist_dynamic": (28, 28, 1), "linear_gaussian": (4, 4, 1), "iwae_burda": (28, 28, 1),
+          "iwae_two_layer": (28, 28, 1), "hierarchical_mnist": (28, 28, 1),
+          "cifar10": (32, 32, 3), "linear_gaussian_hierarchy": (4, 4, 1)}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -24,9 +26,11 @@ SHAPES = {"digits": (8, 8, 1), "flax_vae_binarized_mnist": (28, 28, 1),
 def test_every_experiment_validates_and_builds(name, arg):
   c = experiment(name, arg)
   config_lib.validate(c)
-  levels = 2 if c.model.likelihood == "bernoulli" else 17
-  vae = model.build(c.model, data.DataSpec(SHAPES[name], levels))
-  assert vae.latent_dim == c.model.latent_dim
+  levels = {"bernoulli": 2, "gaussian": None}.get(c.model.likelihood,
+                                                  256 if SHAPES[name][-1] == 3 else 17)
+  model = models.build(c.model, data.DataSpec(SHAPES[name], levels))
+  assert list(model.groups) and type(model).__name__.lower().replace("_", "") == (
+      c.model.name.replace("_", ""))
 
 
 @pytest.mark.parametrize("path,value,message", [

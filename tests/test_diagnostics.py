@@ -87,12 +87,12 @@ def test_gap_decomposition_finds_the_amortisation_gap(lg):
 
 
 def _digits_model():
-  from vae_jax import data, model
+  from vae_jax import data, models
 
   from conftest import experiment
   c = experiment("digits")
   d = data.load(c.data, c.model.likelihood)
-  vae = model.build(c.model, d.spec)
+  vae = models.build(c.model, d.spec)
   return c, vae, vae.init(jax.random.key(0)), d.test[:16]
 
 

@@ -38,7 +38,7 @@ def test_discrete_likelihoods_normalise_over_all_levels():
 
 
 def test_bernoulli_mean_and_registry():
-  lik = likelihoods.LIKELIHOODS["bernoulli"](None, "scalar", 0.0)
+  lik = likelihoods.Bernoulli()
   np.testing.assert_allclose(lik.mean(jnp.zeros((2, 1)), {}), [0.5, 0.5])
   from vae_jax import config as config_lib  # the names the config accepts, all built
   assert set(likelihoods.LIKELIHOODS) == set(config_lib.LIKELIHOODS)

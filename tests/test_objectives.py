@@ -99,7 +99,7 @@ def test_vmapped_terms_equal_python_loop(lg):
   for i, r in enumerate(jax.random.split(rng, 7)):
     one = objectives.example_terms(lg.vae, params, batch[i], r, num_samples=3,
                                    analytic_kl=True)
-    for key in ("recon", "kl", "elbo", "iwae", "kl_per_dim"):
+    for key in ("recon", "kl", "elbo", "iwae", "kl_per_unit"):
       np.testing.assert_allclose(got[key][i], one[key], rtol=1e-5, atol=1e-5)
 
 
@@ -118,7 +118,7 @@ def test_loss_beta_warmup_free_bits(lg):
 
   free = 0.8
   _, m2 = Objective(free_bits=free).loss(lg.vae, params, batch, rng, jnp.asarray(0))
-  per_dim = np.asarray(jnp.mean(t["kl_per_dim"], axis=0))
+  per_dim = np.asarray(jnp.mean(t["kl_per_unit"], axis=0))
   np.testing.assert_allclose(float(m2["loss"]), -recon + np.maximum(free, per_dim).sum(),
                              rtol=1e-5)
   loss3, m3 = Objective(name="iwae", num_samples=4, analytic_kl=False).loss(

@@ -27,7 +27,7 @@ import optax
 
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import model as model_lib
+from vae_jax import models as model_lib
 from vae_jax import train
 from vae_jax.objectives import Objective
 
@@ -36,7 +36,7 @@ FLOP_PER_EXAMPLE = 2 * (784 * 500 + 500 * 40 + 20 * 500 + 500 * 784) * 3 - 2 * 7
 
 @dataclasses.dataclass
 class Setup:
-  vae: model_lib.VAE
+  vae: model_lib.LatentVariableModel
   objective: Objective
   optimizer: optax.GradientTransformation
   images: np.ndarray  # binary float32, like the Flax example's static binarized_mnist
@@ -131,7 +131,7 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   from vae_jax import evaluation
   s = flax_example_setup(num_examples)
   params = s.vae.init(jax.random.key(0))
-  estimator = evaluation.estimator_for_params(s.vae, params, elbo_samples=1, analytic_kl=True,
+  estimator = evaluation.estimator_for_params(s.vae, params, elbo_samples=1,
                                         num_importance_samples=k, chunk=chunk)
   jax.block_until_ready(estimator(params, s.images[:batch_size], jax.random.key(0)))
   flop = num_examples * k * 2 * (20 * 500 + 500 * 784)

@@ -18,6 +18,8 @@ from vae_jax.errors import UserError
 DATASETS = ("digits", "npz", "linear_gaussian", "mnist", "fashion_mnist", "binarized_mnist",
             "cifar10")
 LIKELIHOODS = ("bernoulli", "gaussian", "binomial", "discretized_logistic")
+MODELS = ("flat", "bottom_up", "top_down")
+NETWORKS = ("mlp", "conv", "resnet")
 
 
 def default() -> ml_collections.ConfigDict:
@@ -42,12 +44,23 @@ def default() -> ml_collections.ConfigDict:
   d.eval_noise_seed = 1234  # binarisation/dequantisation of evaluation splits
 
   c.model = m = ml_collections.ConfigDict()
-  m.encoder = "mlp"
-  m.decoder = "mlp"
-  m.encoder_hidden = (256,)
-  m.decoder_hidden = (256,)
+  m.name = "flat"  # flat | bottom_up | top_down: the latent structure (vae_jax/models/)
+  m.encoder = "mlp"  # mlp | conv | resnet: x's encoder (flat, bottom_up)
+  m.decoder = "mlp"  # mlp | conv | resnet: x's decoder (flat, bottom_up)
+  m.encoder_hidden = (256,)  # mlp
+  m.decoder_hidden = (256,)  # mlp
+  m.channels = (32, 64)  # conv/resnet: channels of each stage, one halving of resolution each
+  m.blocks_per_stage = 1  # resnet: residual blocks per stage
   m.activation = "relu"
-  m.latent_dim = 8
+  m.latent_dim = 8  # flat
+  m.latent_dims = (100, 50)  # bottom_up: size of z1 (next to x), z2, ...
+  m.stochastic_hidden = ((50, 50),)  # bottom_up: MLP hidden sizes between z_i and z_{i+1}
+  m.latent_variance = "network"  # bottom_up p(z_i|z_{i+1}): network | constant (linear-Gaussian)
+  m.width = 64  # top_down: channels of the deterministic state
+  m.latent_channels = 8  # top_down: channels of each latent group
+  m.groups_per_scale = (2, 2)  # top_down: latent groups at each resolution, lowest first
+  m.blocks_per_group = 1  # top_down: residual blocks after each group
+  m.encoder_blocks = 1  # top_down: residual blocks per resolution, bottom-up pass
   m.likelihood = "binomial"
   m.gaussian_variance = "scalar"  # fixed | scalar | per_pixel
   m.gaussian_fixed_variance = 1.0
@@ -120,8 +133,10 @@ _CHOICES = {
     "backend": ("cpu", "gpu", "tpu"),
     "data.name": DATASETS,
     "data.binarize": ("none", "dynamic", "static"),
-    "model.encoder": ("mlp",),
-    "model.decoder": ("mlp",),
+    "model.name": MODELS,
+    "model.encoder": NETWORKS,
+    "model.decoder": NETWORKS,
+    "model.latent_variance": ("network", "constant"),
     "model.activation": ("relu", "tanh", "gelu", "elu", "softplus", "swish"),
     "model.likelihood": LIKELIHOODS,
     "model.gaussian_variance": ("fixed", "scalar", "per_pixel"),
@@ -136,6 +151,9 @@ _CHOICES = {
 _MINIMA = {
     "seed": (0, True), "data.validation_size": (1, True), "data.test_size": (1, True),
     "data.num_levels": (2, True), "model.latent_dim": (1, True),
+    "model.blocks_per_stage": (0, True), "model.width": (1, True),
+    "model.latent_channels": (1, True), "model.blocks_per_group": (0, True),
+    "model.encoder_blocks": (0, True),
     "model.gaussian_fixed_variance": (0, False), "objective.num_samples": (1, True),
     "objective.beta": (0, True), "objective.kl_warmup_steps": (0, True),
     "objective.free_bits": (0, True), "optimizer.learning_rate": (0, False),
@@ -152,6 +170,18 @@ _MINIMA = {
     "eval.gradient_draws": (0, True), "eval.gradient_batch": (1, True),
     "train.ema_decay": (0, False),
 }
+
+# tuple fields -> what they must be.
+_SIZE_TUPLES = {
+    "model.encoder_hidden": "a tuple of positive layer sizes, e.g. (512, 256), or () for none",
+    "model.decoder_hidden": "a tuple of positive layer sizes, e.g. (512, 256), or () for none",
+    "model.channels": "a non-empty tuple of positive channel counts, e.g. (32, 64)",
+    "model.latent_dims": "a non-empty tuple of positive latent sizes, z1 first, e.g. (100, 50)",
+    "model.groups_per_scale": "a non-empty tuple of positive group counts, e.g. (2, 2)",
+    "model.stochastic_hidden": "a tuple of tuples of layer sizes, one per pair of adjacent "
+                               "latent layers, e.g. ((50, 50),)",
+}
+_NON_EMPTY = ("model.channels", "model.latent_dims", "model.groups_per_scale")
 
 # The combinations that are invalid, one row each: (is_invalid(config), why and fix).
 _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
@@ -177,6 +207,19 @@ _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
     (lambda c: c.objective.name == "iwae" and c.objective.free_bits > 0,
      "objective.name=iwae with objective.free_bits > 0: free bits act on a separate KL term;"
      " set objective.free_bits=0 or objective.name=elbo"),
+    (lambda c: c.objective.kl == "analytic" and c.model.name == "bottom_up"
+     and len(c.model.latent_dims) > 1,
+     "objective.kl=analytic with model.name=bottom_up and several layers: q(z1|x) and "
+     "p(z1|z2) condition on different variables, so z1's KL has no closed form; set "
+     "objective.kl=mc"),
+    (lambda c: c.model.name == "top_down" and (c.model.encoder != "mlp"
+                                               or c.model.decoder != "mlp"),
+     "model.encoder/model.decoder select x's networks of the flat and bottom_up models; "
+     "model.name=top_down builds its own ResNet (model.width, model.groups_per_scale): "
+     "leave them at mlp"),
+    (lambda c: c.eval.gap_examples > 0 and c.model.name != "flat",
+     "eval.gap_examples > 0 needs model.name=flat: the gap split optimises one Gaussian "
+     "q(z|x) per example, which a hierarchy does not have; set eval.gap_examples=0"),
     (lambda c: c.objective.free_bits > 0 and c.objective.kl == "mc",
      "objective.free_bits > 0 with objective.kl=mc: free bits clamp the per-dimension "
      "analytic KL; set objective.kl=analytic"),
@@ -232,11 +275,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if value < low or (value == low and not inclusive):
       raise UserError(f"config.{path}={value!r} is out of range; it must be "
                       f"{'>=' if inclusive else '>'} {low}")
-  for path in ("model.encoder_hidden", "model.decoder_hidden"):
+  for path, example in _SIZE_TUPLES.items():
     sizes = get(config, path)
-    if not all(isinstance(s, int) and s >= 1 for s in sizes):
-      raise UserError(f"config.{path}={sizes!r} must be a tuple of positive layer sizes, "
-                      "e.g. (512, 256), or () for none")
+    nested = path == "model.stochastic_hidden"
+    flat = [s for t in sizes for s in (t if isinstance(t, tuple) else [t])] if nested else sizes
+    if (not isinstance(sizes, tuple) or not all(isinstance(s, int) and s >= 1 for s in flat)
+        or (nested and not all(isinstance(t, tuple) for t in sizes))
+        or (path in _NON_EMPTY and not sizes)):
+      raise UserError(f"config.{path}={sizes!r} must be {example}")
   for is_invalid, message in _INVALID_COMBINATIONS:
     if is_invalid(config):
       raise UserError(message)

@@ -14,10 +14,13 @@ import optax
 from jax.scipy.special import logsumexp
 
 from vae_jax import distributions
-from vae_jax.model import VAE, Params
+from vae_jax.models import LatentVariableModel, Params
+
+ACTIVE_THRESHOLD = 0.01
 
 
-def active_units(q_means: np.ndarray, threshold: float = 0.01) -> tuple[int, np.ndarray]:
+def active_units(q_means: np.ndarray, threshold: float = ACTIVE_THRESHOLD
+                 ) -> tuple[int, np.ndarray]:
   """Burda et al. 2016: unit u is active when Cov_x(E_q[z_u | x]) > threshold.
 
   Returns the count and the per-unit variance of the posterior mean.
@@ -26,18 +29,35 @@ def active_units(q_means: np.ndarray, threshold: float = 0.01) -> tuple[int, np.
   return int(np.sum(variance > threshold)), variance
 
 
+def combine_moments(acc: tuple | None, batch: np.ndarray) -> tuple:
+  """(count, mean, M2) per unit of the rows seen so far, updated with `batch`
+  (rows, *unit shape) by Chan et al.'s pairwise formula: the variance of a
+  whole split in one pass, as accurate as np.var over all rows at once."""
+  x = np.asarray(batch, np.float64).reshape(len(batch), -1)
+  n_b, mean_b = len(x), x.mean(axis=0)
+  m2_b = np.sum((x - mean_b) ** 2, axis=0)
+  if acc is None:
+    return n_b, mean_b, m2_b
+  n_a, mean_a, m2_a = acc
+  n = n_a + n_b
+  delta = mean_b - mean_a
+  return n, mean_a + delta * n_b / n, m2_a + m2_b + delta ** 2 * n_a * n_b / n
+
+
 def mutual_information(q_means: np.ndarray, q_log_vars: np.ndarray, rng: jax.Array,
-                       chunk: int = 128) -> float:
+                       chunk: int | None = None) -> float:
   """I(x; z) under q(x, z) = p_data(x) q(z|x), in nats, with q(z) the mixture of
   the N posteriors (Hoffman & Johnson 2016):
 
     I = E_n E_{z ~ q(z|x_n)} [log q(z|x_n) - log (1/N) Σ_m q(z|x_m)]
 
-  one z per example, rows streamed in chunks (memory chunk × N × d). The
-  estimate is at most log N, and 0 when q(z|x) ignores x.
+  one z per example, rows streamed in chunks (memory chunk × N × d, at most
+  128 rows and ~20M floats). The estimate is at most log N, and 0 when q(z|x)
+  ignores x.
   """
   means, log_vars = jnp.asarray(q_means), jnp.asarray(q_log_vars)
   n = means.shape[0]
+  chunk = chunk or max(1, min(128, 20_000_000 // (n * means.shape[1])))
   z = distributions.DiagGaussian(means, log_vars).sample(rng, 1)[0]  # (N, d)
   pad = (-n) % chunk
   z_chunks = jnp.pad(z, ((0, pad), (0, 0))).reshape(-1, chunk, z.shape[-1])
@@ -55,7 +75,15 @@ def mutual_information(q_means: np.ndarray, q_log_vars: np.ndarray, rng: jax.Arr
   return float(jnp.mean(log_cond - log_marginal))
 
 
-def optimise_posteriors(model: VAE, params: Params, images: jax.Array, rng: jax.Array, *,
+def _elbo(model: LatentVariableModel, params: Params, q: distributions.DiagGaussian,
+          x: jax.Array, rng: jax.Array, num_samples: int) -> jax.Array:
+  """The ELBO of posterior q (closed-form KL), from `num_samples` draws."""
+  d = model.draws_from(params, x, q, rng, num_samples)
+  return jnp.mean(d.log_px_z - sum(d.kl_analytic_per_group().values()))
+
+
+def optimise_posteriors(model: LatentVariableModel, params: Params, images: jax.Array,
+                        rng: jax.Array, *,
                         num_steps: int, num_samples: int = 8,
                         learning_rate: float = 1e-2) -> distributions.DiagGaussian:
   """max over (μ, log σ²) of each example's ELBO, starting at the encoder's q:
@@ -64,8 +92,7 @@ def optimise_posteriors(model: VAE, params: Params, images: jax.Array, rng: jax.
   opt = optax.adam(learning_rate)
 
   def neg_elbo(q, x, r):
-    z = q.sample(r, num_samples)
-    return -(jnp.mean(model.log_likelihood(params, x, z)) - q.kl_to_standard_normal())
+    return -_elbo(model, params, q, x, r, num_samples)
 
   def fit_one(x, r):
     q = model.encode(params, x)
@@ -83,7 +110,8 @@ def optimise_posteriors(model: VAE, params: Params, images: jax.Array, rng: jax.
   return jax.jit(jax.vmap(fit_one))(images, rngs)
 
 
-def gap_decomposition(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
+def gap_decomposition(model: LatentVariableModel, params: Params, images: np.ndarray,
+                      rng: jax.Array, *,
                       num_steps: int, elbo_samples: int, num_importance_samples: int,
                       batch_size: int) -> dict[str, Any]:
   """log p(x) - ELBO(q_enc) = approximation gap + amortisation gap, where
@@ -99,12 +127,10 @@ def gap_decomposition(model: VAE, params: Params, images: np.ndarray, rng: jax.A
   parts: dict[str, list[np.ndarray]] = {"enc": [], "opt": [], "log_px": []}
 
   def elbo_of(q, x, r):
-    z = q.sample(r, elbo_samples)
-    return jnp.mean(model.log_likelihood(params, x, z)) - q.kl_to_standard_normal()
+    return _elbo(model, params, q, x, r, elbo_samples)
 
   def log_px_of(q, x, r):
-    z = q.sample(r, num_importance_samples)
-    log_w = model.log_likelihood(params, x, z) + model.prior_log_prob(z) - q.log_prob(z)
+    log_w = model.draws_from(params, x, q, r, num_importance_samples).log_weights()
     return logsumexp(log_w) - math.log(num_importance_samples)
 
   batched = jax.jit(jax.vmap(lambda q_enc, q_opt, x, r: (
@@ -133,7 +159,8 @@ def gap_decomposition(model: VAE, params: Params, images: np.ndarray, rng: jax.A
   }
 
 
-def gradient_noise(model: VAE, objective, params: Params, batch: jax.Array, rng: jax.Array,
+def gradient_noise(model: LatentVariableModel, objective, params: Params, batch: jax.Array,
+                   rng: jax.Array,
                    num_draws: int, step: int = 0) -> dict[str, float]:
   """How noisy the training gradient is at fixed parameters and a fixed batch:
   the loss's gradient over `num_draws` independent draws of z (and of the

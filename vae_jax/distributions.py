@@ -87,6 +87,15 @@ class DiagGaussian(NamedTuple):
   def kl_to_standard_normal(self) -> jax.Array:
     return jnp.sum(self.kl_to_standard_normal_per_dim(), axis=-1)
 
+  def kl_per_unit(self, other: "DiagGaussian") -> jax.Array:
+    """KL(self ‖ other) per unit = ½ (log σ_p² - log σ_q² + (σ_q² + (μ_q - μ_p)²) / σ_p² - 1)."""
+    return 0.5 * (other.log_var - self.log_var - 1.0
+                  + (jnp.exp(self.log_var) + jnp.square(self.mean - other.mean))
+                  * jnp.exp(-other.log_var))
+
+  def log_prob_per_unit(self, z: jax.Array) -> jax.Array:
+    return gaussian_log_prob(self.mean, self.log_var, z, event_ndim=0)
+
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
   """log N(z | 0, I) of a latent vector (last axis)."""

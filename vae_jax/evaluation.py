@@ -30,28 +30,28 @@ from jax.scipy.special import logsumexp
 from vae_jax import backend, diagnostics, objectives, provenance, runs, writers
 from vae_jax import data as data_lib
 from vae_jax.errors import UserError
-from vae_jax.model import VAE, Params
+from vae_jax.models import LatentVariableModel, Params
 
 
-def example_estimates(model: VAE, params: Params, x: jax.Array, rng: jax.Array, *,
-                      elbo_samples: int, analytic_kl: bool, num_importance_samples: int,
-                      chunk: int) -> dict[str, jax.Array]:
-  """Per-example ELBO and log p̂ with their Monte Carlo variances (one example)."""
+def example_estimates(model: LatentVariableModel, params: Params, x: jax.Array,
+                      rng: jax.Array, *, elbo_samples: int, analytic_kl: bool,
+                      num_importance_samples: int, chunk: int) -> dict[str, jax.Array]:
+  """Per-example ELBO and log p̂ with their Monte Carlo variances (one example),
+  each group's KL (`kl/<g>`, and per unit `kl_per_unit/<g>` where it has a closed
+  form) and posterior parameters (`q_mean/<g>`, `q_log_var/<g>`)."""
   elbo_rng, is_rng = jax.random.split(rng)
-  q = model.encode(params, x)
-  z = q.sample(elbo_rng, elbo_samples)
-  log_px_z = model.log_likelihood(params, x, z)
-  if analytic_kl:
-    per_sample = log_px_z - q.kl_to_standard_normal()
-  else:
-    per_sample = log_px_z + model.prior_log_prob(z) - q.log_prob(z)
+  d = model.draws(params, x, elbo_rng, elbo_samples)
+  kl_groups = d.kl_analytic_per_group() if analytic_kl else d.kl_mc_per_group()
+  kl_draw = sum(kl_groups.values())
+  per_sample = d.log_px_z - kl_draw  # with the Monte Carlo KL: the log-weights
   out = {"elbo": jnp.mean(per_sample),
          "elbo_mc_var": jnp.var(per_sample, ddof=1) / elbo_samples if elbo_samples > 1
                         else jnp.nan,
-         "recon": jnp.mean(log_px_z),
-         "kl": q.kl_to_standard_normal(),
-         "kl_per_dim": q.kl_to_standard_normal_per_dim(),
-         "q_mean": q.mean, "q_log_var": q.log_var}
+         "recon": jnp.mean(d.log_px_z), "kl": jnp.mean(kl_draw)}
+  out.update({f"kl/{g}": jnp.mean(v) for g, v in kl_groups.items()})
+  out.update({f"kl_per_unit/{g}": jnp.mean(v, axis=0) for g, v in d.kl.items()})
+  for g, q in model.posterior_summary(params, x).items():
+    out[f"q_mean/{g}"], out[f"q_log_var/{g}"] = q.mean, q.log_var
   if num_importance_samples:
     k = num_importance_samples
     num_chunks = -(-k // chunk)
@@ -84,9 +84,14 @@ def _summary(values: np.ndarray, mc_var: np.ndarray | None, num_dims: int,
           "bits_per_dim_mc_err": None if mc is None else mc * per_dim}
 
 
-def _batch_estimates(model: VAE, params: Params, batch: jax.Array, rng: jax.Array, *,
-                     elbo_samples: int, analytic_kl: bool, num_importance_samples: int,
+def _batch_estimates(model: LatentVariableModel, params: Params, batch: jax.Array,
+                     rng: jax.Array, *,
+                     elbo_samples: int, analytic_kl: bool | None = None,
+                     num_importance_samples: int,
                      chunk: int) -> dict[str, jax.Array]:
+  """Per-example estimates of a batch; the closed-form KL wherever the model
+  has one for every group (analytic_kl=None)."""
+  analytic_kl = model.analytic_kl if analytic_kl is None else analytic_kl
   chunk = min(chunk, max(num_importance_samples, 1))
   rngs = jax.random.split(rng, batch.shape[0])
   fn = lambda x, r: example_estimates(
@@ -96,7 +101,7 @@ def _batch_estimates(model: VAE, params: Params, batch: jax.Array, rng: jax.Arra
     return jax.vmap(fn)(batch, rngs)
 
 
-def make_estimator(model: VAE, mesh: jax.sharding.Mesh | None = None, **kwargs):
+def make_estimator(model: LatentVariableModel, mesh: jax.sharding.Mesh | None = None, **kwargs):
   """A jitted (params, batch, rng) -> per-example estimates, compiled once for
   any params: what validation during training uses. With a mesh of several
   devices the batch and the estimates are split over its 'data' axis (each
@@ -121,7 +126,7 @@ def make_estimator(model: VAE, mesh: jax.sharding.Mesh | None = None, **kwargs):
   return sharded
 
 
-def estimator_for_params(model: VAE, params: Params, **kwargs):
+def estimator_for_params(model: LatentVariableModel, params: Params, **kwargs):
   """The same, compiled for fixed `params`: XLA then treats the weights as
   constants, which made the k=5000 estimate 1.3× faster on a CPU; worth one
   compilation for a final evaluation."""
@@ -132,17 +137,23 @@ def estimator_for_params(model: VAE, params: Params, **kwargs):
 # Examples × samples decoded per step of the streamed estimate: ~15 MB of
 # logits for MNIST. A 500 × 100 chunk (157 MB) ran 2.3× slower on a CPU.
 MAX_ROWS_PER_CHUNK = 5000
+# The same bound in floats of the largest activation of a draw (`floats_per_draw`):
+# what keeps a convolutional or hierarchical model's chunk in bounded memory.
+MAX_FLOATS_PER_CHUNK = 5000 * 784
+# Posterior means and log-variances kept per example for mutual information
+# (the first N' examples, N' · units ≤ this): 16 MB of float32 per array.
+MAX_POSTERIOR_FLOATS = 4_000_000
 
 
-def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
-             batch_size: int, elbo_samples: int, analytic_kl: bool,
+def evaluate(model: LatentVariableModel, params: Params, images: np.ndarray, rng: jax.Array, *,
+             batch_size: int, elbo_samples: int, analytic_kl: bool | None = None,
              num_importance_samples: int = 0, chunk: int = 100,
              estimator=None, mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
   """Dataset figures for `images`: every example counts once (pad and mask).
   With a mesh of several devices, each padded batch is split over them."""
   if num_importance_samples:  # bound the temporaries, whatever eval.batch_size says
-    batch_size = min(batch_size, max(1, MAX_ROWS_PER_CHUNK // min(chunk,
-                                                                  num_importance_samples)))
+    rows = min(MAX_ROWS_PER_CHUNK, MAX_FLOATS_PER_CHUNK // model.floats_per_draw)
+    batch_size = min(batch_size, max(1, rows // min(chunk, num_importance_samples)))
   kwargs = dict(elbo_samples=elbo_samples, analytic_kl=analytic_kl,
                 num_importance_samples=num_importance_samples, chunk=chunk)
   if mesh is not None and mesh.size > 1:
@@ -151,39 +162,68 @@ def evaluate(model: VAE, params: Params, images: np.ndarray, rng: jax.Array, *,
   estimator = estimator or estimator_for_params(model, params, **kwargs)
   rng, mi_rng = jax.random.split(rng)
   parts: dict[str, list[np.ndarray]] = {}
+  kept = max(1, MAX_POSTERIOR_FLOATS // sum(math.prod(v) for v in model.groups.values()))
+  moments: dict[str, tuple] = {}  # per unit: count, mean and M2 of q_mean
   for i, (batch, mask) in enumerate(data_lib.eval_batches(images, batch_size)):
     out = jax.device_get(estimator(params, batch, jax.random.fold_in(rng, i)))
     for key, value in out.items():
-      parts.setdefault(key, []).append(np.asarray(value)[mask])
-  per_example = {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
-  d = model.num_pixels
-  num_active, mean_variance = diagnostics.active_units(per_example["q_mean"])
+      value = np.asarray(value)[mask]
+      if key.startswith("q_mean/"):
+        moments[key] = diagnostics.combine_moments(moments.get(key), value)
+      if key.startswith("q_"):  # only the first examples: the MI estimate's memory
+        have = sum(len(v) for v in parts.get(key, []))
+        value = value[:max(0, kept - have)]
+      parts.setdefault(key, []).append(value)
+  per_example = {k: np.concatenate(v) for k, v in parts.items()}
+  n, d = len(images), model.num_pixels
   rate = float(np.mean(per_example["kl"]))
-  mi = diagnostics.mutual_information(per_example["q_mean"], per_example["q_log_var"],
-                                      mi_rng)
+  groups = {}
+  for g in model.groups:
+    count, _, m2 = moments[f"q_mean/{g}"]
+    variance = m2 / count  # Var_x E_q[z_u|x], over all examples
+    mi_examples = len(per_example[f"q_mean/{g}"])
+    groups[g] = {
+        "shape": list(model.groups[g]), "kl": float(np.mean(per_example[f"kl/{g}"])),
+        "active_units": int(np.sum(variance > diagnostics.ACTIVE_THRESHOLD)),
+        "units": int(variance.size),
+        "posterior_mean_variance": variance.tolist(),
+        "mutual_information": diagnostics.mutual_information(
+            per_example[f"q_mean/{g}"].reshape(mi_examples, -1),
+            per_example[f"q_log_var/{g}"].reshape(mi_examples, -1),
+            jax.random.fold_in(mi_rng, len(groups))),
+        "mutual_information_ceiling": math.log(mi_examples)}
+    if f"kl_per_unit/{g}" in per_example:
+      groups[g]["kl_per_unit"] = np.mean(per_example[f"kl_per_unit/{g}"].reshape(n, -1),
+                                         axis=0, dtype=np.float64).tolist()
+  first = groups[next(iter(groups))]
   result = {
-      "num_examples": len(images),
-      "elbo": _summary(per_example["elbo"], per_example["elbo_mc_var"], d),
+      "num_examples": n,
+      "elbo": _summary(per_example["elbo"].astype(np.float64),
+                       per_example["elbo_mc_var"].astype(np.float64), d),
       "elbo_samples": elbo_samples,
       "rate": rate,  # mean KL(q(z|x) ‖ p(z)), nats
-      "distortion": float(-np.mean(per_example["recon"])),  # mean -E_q log p(x|z)
-      "kl_per_dim": np.mean(per_example["kl_per_dim"], axis=0).tolist(),
-      "active_units": num_active,
-      "posterior_mean_variance": mean_variance.tolist(),
-      # rate = I(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016)
-      "mutual_information": mi,
-      # The mixture estimator cannot exceed log N: near it, I(x; z) is larger.
-      "mutual_information_ceiling": math.log(len(images)),
-      "marginal_kl": rate - mi,
+      "distortion": float(-np.mean(per_example["recon"], dtype=np.float64)),
+      # Units of every group with a closed-form KL, concatenated in generation order.
+      "kl_per_dim": sum((v.get("kl_per_unit", []) for v in groups.values()), []),
+      "active_units": sum(v["active_units"] for v in groups.values()),
+      "posterior_mean_variance": sum((v["posterior_mean_variance"] for v in groups.values()),
+                                     []),
+      "groups": groups,
   }
+  if len(groups) == 1:
+    # rate = I(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016). The mixture
+    # estimator cannot exceed log N: near it, I(x; z) is larger.
+    result.update(mutual_information=first["mutual_information"],
+                  mutual_information_ceiling=first["mutual_information_ceiling"],
+                  marginal_kl=rate - first["mutual_information"])
   if num_importance_samples:
-    result["nll"] = _summary(per_example["log_px"], per_example["log_px_mc_var"], d,
-                             sign=-1.0)
+    result["nll"] = _summary(per_example["log_px"].astype(np.float64),
+                             per_example["log_px_mc_var"].astype(np.float64), d, sign=-1.0)
     result["num_importance_samples"] = num_importance_samples
   return result
 
 
-def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Array,
+def full_evaluation(model: LatentVariableModel, params: Params, images: np.ndarray, rng: jax.Array,
                     e, num_importance_samples: int | None = None,
                     chunk: int | None = None, mesh: jax.sharding.Mesh | None = None,
                     objective=None, estimator=None) -> dict[str, Any]:
@@ -193,7 +233,7 @@ def full_evaluation(model: VAE, params: Params, images: np.ndarray, rng: jax.Arr
   gradient at these parameters on the first eval.gradient_batch examples."""
   est_rng, gap_rng = jax.random.split(rng)
   result = evaluate(model, params, images, est_rng, batch_size=e.batch_size,
-                    elbo_samples=e.elbo_samples, analytic_kl=True,
+                    elbo_samples=e.elbo_samples,
                     num_importance_samples=num_importance_samples or e.num_importance_samples,
                     chunk=chunk or e.importance_chunk, mesh=mesh, estimator=estimator)
   # The diagnostics below run on each process's own device, from a host copy.
@@ -255,6 +295,15 @@ def _fmt(name: str, s: dict, unit: str = "nats") -> str:
           f"Carlo) = {s['bits_per_dim']:.4f} bits/dim")
 
 
+def group_table(groups: dict) -> list[str]:
+  """Per latent group (top first): KL, active units, mutual information."""
+  rows = [f"{'group':<6} {'shape':<12} {'KL (nats)':>10} {'active':>12} {'MI (nats)':>10}"]
+  for g, v in groups.items():
+    rows.append(f"{g:<6} {'x'.join(map(str, v['shape'])):<12} {v['kl']:>10.3f} "
+                f"{v['active_units']:>5} / {v['units']:<5} {v['mutual_information']:>10.3f}")
+  return rows
+
+
 def format_evaluation(result: dict) -> str:
   test = result["test"]
   lines = [f"{result['split']} split, {test['num_examples']} examples, {result['checkpoint']} "
@@ -263,12 +312,18 @@ def format_evaluation(result: dict) -> str:
   if "nll" in test:
     lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
                              f"{test['num_importance_samples']}", test["nll"]))
-  lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
-               f"{test['mutual_information']:.3f}, estimable up to log N = "
-               f"{test['mutual_information_ceiling']:.3f}, + marginal KL "
-               f"{test['marginal_kl']:.3f}), "
-               f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
-               f"{len(test['kl_per_dim'])} units active")
+  if "mutual_information" in test:
+    lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
+                 f"{test['mutual_information']:.3f}, estimable up to log N = "
+                 f"{test['mutual_information_ceiling']:.3f}, + marginal KL "
+                 f"{test['marginal_kl']:.3f}), "
+                 f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
+                 f"{len(test['kl_per_dim'])} units active")
+  else:
+    lines.append(f"  rate {test['rate']:.3f} nats, distortion {test['distortion']:.3f} nats, "
+                 f"{test['active_units']} of "
+                 f"{sum(g['units'] for g in test['groups'].values())} units active")
+    lines += ["  " + line for line in group_table(test["groups"])]
   if "linear_gaussian" in test:
     lg = test["linear_gaussian"]
     lines.append(f"  linear-Gaussian check: train log p(x) exact {lg['train_log_px_exact']:.4f}, "

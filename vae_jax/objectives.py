@@ -14,43 +14,41 @@ import jax.numpy as jnp
 import ml_collections
 from jax.scipy.special import logsumexp
 
-from vae_jax.model import VAE, Params
+from vae_jax.models import LatentVariableModel, Params
 
 
-def _sample_terms(model: VAE, params: Params, x: jax.Array, rng: jax.Array, k: int):
-  q = model.encode(params, x)
-  z = q.sample(rng, k)
-  return q, model.log_likelihood(params, x, z), model.prior_log_prob(z), q.log_prob(z)
-
-
-def log_weights(model: VAE, params: Params, x: jax.Array, rng: jax.Array,
+def log_weights(model: LatentVariableModel, params: Params, x: jax.Array, rng: jax.Array,
                 num_samples: int) -> jax.Array:
   """log p(x|z_i) + log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x); shape (k,)."""
-  _, log_px_z, log_pz, log_qz = _sample_terms(model, params, x, rng, num_samples)
-  return log_px_z + log_pz - log_qz
+  return model.draws(params, x, rng, num_samples).log_weights()
 
 
-def example_terms(model: VAE, params: Params, x: jax.Array, rng: jax.Array, *,
+def example_terms(model: LatentVariableModel, params: Params, x: jax.Array, rng: jax.Array, *,
                   num_samples: int, analytic_kl: bool) -> dict[str, jax.Array]:
   """The bound's parts for ONE example, each a k-sample Monte Carlo estimate.
 
-  recon = (1/k) Σ log p(x|z_i); kl = KL(q(z|x) ‖ p(z)) in closed form or as
-  (1/k) Σ [log q(z_i|x) - log p(z_i)]; elbo = recon - kl; iwae = log (1/k) Σ w_i
-  (with k = 1, iwae equals the Monte Carlo-KL elbo).
+  recon = (1/k) Σ log p(x|z_i); kl = Σ_g KL_g, each group's KL(q(z_g|·) ‖ p(z_g|·))
+  in closed form at the draws (every group must have one) or as
+  (1/k) Σ [log q(z_g,i|·) - log p(z_g,i|·)]; elbo = recon - kl;
+  iwae = log (1/k) Σ w_i (with k = 1, iwae equals the Monte Carlo-KL elbo).
+  kl_<g> gives each group's part, and with the closed form kl_per_unit every
+  unit's (the groups flattened and concatenated, in generation order).
   """
-  q, log_px_z, log_pz, log_qz = _sample_terms(model, params, x, rng, num_samples)
-  kl_per_dim = q.kl_to_standard_normal_per_dim()
-  recon = jnp.mean(log_px_z)
-  kl = jnp.sum(kl_per_dim) if analytic_kl else jnp.mean(log_qz - log_pz)
-  log_w = log_px_z + log_pz - log_qz
-  return {
-      "recon": recon, "kl": kl, "elbo": recon - kl, "kl_per_dim": kl_per_dim,
-      "iwae": logsumexp(log_w) - math.log(num_samples),
-  }
+  d = model.draws(params, x, rng, num_samples)
+  per_group = d.kl_analytic_per_group() if analytic_kl else d.kl_mc_per_group()
+  out = {f"kl_{g}": jnp.mean(v) for g, v in per_group.items()}
+  recon = jnp.mean(d.log_px_z)
+  kl = sum(out.values())
+  out.update(recon=recon, kl=kl, elbo=recon - kl,
+             iwae=logsumexp(d.log_weights()) - math.log(num_samples))
+  if analytic_kl:
+    out["kl_per_unit"] = jnp.concatenate([jnp.mean(v, axis=0).reshape(-1)
+                                          for v in d.kl.values()])
+  return out
 
 
-def batch_terms(model: VAE, params: Params, batch: jax.Array, rng: jax.Array, *,
-                num_samples: int, analytic_kl: bool) -> dict[str, jax.Array]:
+def batch_terms(model: LatentVariableModel, params: Params, batch: jax.Array, rng: jax.Array,
+                *, num_samples: int, analytic_kl: bool) -> dict[str, jax.Array]:
   """`example_terms` vmapped over the leading axis of `batch`, one key per example."""
   rngs = jax.random.split(rng, batch.shape[0])
   fn = lambda x, r: example_terms(model, params, x, r, num_samples=num_samples,
@@ -84,19 +82,21 @@ class Objective:
     ramp = jnp.minimum(1.0, step.astype(jnp.float32) / self.kl_warmup_steps)
     return self.beta * ramp
 
-  def loss(self, model: VAE, params: Params, batch: jax.Array, rng: jax.Array,
+  def loss(self, model: LatentVariableModel, params: Params, batch: jax.Array, rng: jax.Array,
            step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean loss over the batch and metrics; `elbo` is always the β = 1 ELBO."""
     t = batch_terms(model, params, batch, rng, num_samples=self.num_samples,
                     analytic_kl=self.analytic_kl)
     metrics = {k: jnp.mean(t[k]) for k in ("recon", "kl", "elbo")}
+    if len(model.groups) > 1:  # posterior collapse shows layer by layer in the curves
+      metrics.update({f"kl_{g}": jnp.mean(t[f"kl_{g}"]) for g in model.groups})
     if self.name == "iwae":
       metrics["iwae"] = jnp.mean(t["iwae"])
       loss = -metrics["iwae"]
     else:
       kl_term = metrics["kl"]
       if self.free_bits > 0:
-        kl_term = jnp.sum(jnp.maximum(self.free_bits, jnp.mean(t["kl_per_dim"], axis=0)))
+        kl_term = jnp.sum(jnp.maximum(self.free_bits, jnp.mean(t["kl_per_unit"], axis=0)))
       beta = self.beta_at(step)
       metrics["beta"] = beta
       loss = -metrics["recon"] + beta * kl_term

@@ -104,46 +104,89 @@ def latent_scatter(q_means: np.ndarray, labels: np.ndarray | None,
   return _figure_to_array(fig)
 
 
-def traversals(model, params, kl_per_dim: list[float], num_dims: int = 8,
+def kl_per_group(groups: dict) -> np.ndarray:
+  """Bar chart of each latent group's mean KL, labelled with its active units:
+  posterior collapse, layer by layer."""
+  plt = _pyplot()
+  names = list(groups)
+  fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.4))
+  ax.bar(range(len(names)), [groups[g]["kl"] for g in names])
+  ax.set_xticks(range(len(names)),
+                [f"{g}\n{groups[g]['active_units']}/{groups[g]['units']}" for g in names])
+  ax.set_xlabel("latent group, top first (active units / units)")
+  ax.set_ylabel("mean KL (nats)")
+  ax.set_title("KL per group")
+  fig.tight_layout()
+  return _figure_to_array(fig)
+
+
+def _batched(fn, *args, batch_size: int = 256):
+  """fn vmapped and jitted, over the leading axis of args, in batches."""
+  import jax
+  f = jax.jit(jax.vmap(fn))
+  n = len(jax.tree.leaves(args)[0])
+  out = [jax.device_get(f(*jax.tree.map(lambda a: a[i:i + batch_size], args)))
+         for i in range(0, n, batch_size)]
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *out)
+
+
+def traversals(model, params, kl_per_unit: list[float], num_dims: int = 8,
                num_values: int = 9) -> np.ndarray:
-  """Rows: the `num_dims` dimensions of highest KL; columns: that dimension from
-  -3 to 3 with the others at the prior mean; cells: E[x|z]."""
-  order = np.argsort(kl_per_dim)[::-1][:num_dims]
+  """Rows: the `num_dims` units of the top latent group with the highest KL;
+  columns: that unit from -3 to 3, the group's other units at their prior mean
+  and the groups below at their prior means given it; cells: E[x|z]."""
+  import jax
+  import jax.numpy as jnp
+  top, shape = next(iter(model.groups.items()))
+  order = np.argsort(kl_per_unit)[::-1][:num_dims]
   values = np.linspace(-3.0, 3.0, num_values)
-  z = np.zeros((len(order), num_values, model.latent_dim), np.float32)
-  for row, dim in enumerate(order):
-    z[row, :, dim] = values
-  images = np.asarray(model.mean_image(params, z.reshape(-1, model.latent_dim)))
+  key = jax.random.key(0)  # unused at temperature 0
+  base = np.asarray(model.sample_latents(params, key, 0.0)[top]).reshape(-1)
+  z = np.tile(base, (len(order), num_values, 1)).astype(np.float32)
+  for row, unit in enumerate(order):
+    z[row, :, unit] = values
+  z = jnp.asarray(z.reshape((-1,) + shape))
+  images = _batched(lambda zt: model.mean_image(
+      params, model.sample_latents(params, key, 0.0, given={top: zt})), z)
   return image_grid(images.reshape((-1,) + model.image_shape), num_values)
 
 
-def sample_grid(model, params, z) -> np.ndarray:
-  """E[x|z] at the run's fixed z from the prior: comparable across training."""
-  return image_grid(np.asarray(model.mean_image(params, z)))
+def sample_grid(model, params, keys, temperature: float = 1.0) -> np.ndarray:
+  """E[x|z] of z drawn from the prior at `temperature` with the run's fixed
+  keys: comparable across training."""
+  return image_grid(_batched(lambda k: model.mean_image(
+      params, model.sample_latents(params, k, temperature)), keys))
+
+
+SAMPLE_TEMPERATURES = (1.0, 0.7)  # NVAE and VDVAE show samples at t < 1 too
 
 
 def run_figures(model, params, test_images: np.ndarray, test_labels: np.ndarray | None,
-                fixed_z, metrics: list[dict], test: dict, batch_size: int = 500
-                ) -> dict[str, np.ndarray]:
+                image_keys, metrics: list[dict], test: dict) -> dict[str, np.ndarray]:
   """Every figure of a trained run, name -> uint8 image."""
-  import jax
-  import jax.numpy as jnp
-  encode_means = jax.jit(jax.vmap(lambda x: model.encode(params, x).mean))
-  q_means = np.concatenate([np.asarray(encode_means(jnp.asarray(
-      test_images[i:i + batch_size]))) for i in range(0, len(test_images), batch_size)])
-  n = min(len(test_images), fixed_z.shape[0] // 2)
-  recon = np.asarray(model.mean_image(params, jnp.asarray(q_means[:n])))
+  top = next(iter(model.groups))
+  group = test["groups"][top]
+  q_means = _batched(lambda x: model.posterior_summary(params, x)[top].mean, test_images)
+  q_means = q_means.reshape(len(q_means), -1)
+  n = min(len(test_images), len(image_keys) // 2)
+  recon = _batched(lambda x: model.reconstruct(params, x), test_images[:n])
   shown = np.asarray(test_images[:n]) * model.input_scale
   cols = min(n, 8)
   rows = []
   for start in range(0, n, cols):  # each row of inputs above its reconstructions
     rows += [shown[start:start + cols], recon[start:start + cols]]
-  return {
-      "reconstructions": image_grid(np.concatenate(rows), cols),
-      "samples": sample_grid(model, params, fixed_z),
-      "traversals": traversals(model, params, test["kl_per_dim"]),
-      "latent_scatter": latent_scatter(q_means, test_labels, test["kl_per_dim"]),
-      "kl_per_dimension": kl_per_dimension(test["kl_per_dim"],
-                                           test["posterior_mean_variance"]),
+  kl_top = group.get("kl_per_unit", group["posterior_mean_variance"])
+  figures = {"reconstructions": image_grid(np.concatenate(rows), cols)}
+  for t in SAMPLE_TEMPERATURES:
+    figures["samples" if t == 1.0 else f"samples_t{t}"] = sample_grid(model, params, image_keys,
+                                                                      t)
+  figures.update({
+      "traversals": traversals(model, params, kl_top),
+      "latent_scatter": latent_scatter(q_means, test_labels, kl_top),
       "training_curves": training_curves(metrics),
-  }
+  })
+  if len(test["groups"]) == 1:
+    figures["kl_per_dimension"] = kl_per_dimension(kl_top, group["posterior_mean_variance"])
+  else:
+    figures["kl_per_group"] = kl_per_group(test["groups"])
+  return figures

@@ -13,7 +13,7 @@ from vae_jax import runs
 from vae_jax.errors import UserError
 
 _FIGURES = ("training_curves", "reconstructions", "samples", "traversals",
-            "kl_per_dimension", "latent_scatter")
+            "kl_per_dimension", "kl_per_group", "latent_scatter", "samples_t0.7")
 
 
 def _row(name: str, s: dict, unit: str = "nats") -> str:
@@ -54,11 +54,18 @@ def write_report(workdir: str) -> str:
     parts.append(_row(f"NLL, importance-sampled k={test['num_importance_samples']}",
                       test["nll"]))
   parts.append("</table>")
-  parts.append(f"<p>rate {test['rate']:.4f} nats = mutual information "
-               f"{test['mutual_information']:.4f} (estimable up to log N = "
-               f"{test['mutual_information_ceiling']:.3f}) + marginal KL "
-               f"{test['marginal_kl']:.4f}; distortion {test['distortion']:.4f} nats; "
-               f"{test['active_units']} of {len(test['kl_per_dim'])} units active.</p>")
+  if "mutual_information" in test:
+    parts.append(f"<p>rate {test['rate']:.4f} nats = mutual information "
+                 f"{test['mutual_information']:.4f} (estimable up to log N = "
+                 f"{test['mutual_information_ceiling']:.3f}) + marginal KL "
+                 f"{test['marginal_kl']:.4f}; distortion {test['distortion']:.4f} nats; "
+                 f"{test['active_units']} of {len(test['kl_per_dim'])} units active.</p>")
+  else:
+    from vae_jax.evaluation import group_table  # deferred: JAX
+    parts.append(f"<p>rate {test['rate']:.4f} nats; distortion {test['distortion']:.4f} "
+                 "nats. Per latent group (MI under the posterior with the groups above at "
+                 "their means):</p><pre>" + html.escape("\n".join(group_table(test["groups"])))
+                 + "</pre>")
   for section in ("gaps", "linear_gaussian"):
     if section in test:
       rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.5g}</td></tr>"

@@ -99,7 +99,7 @@ class Run:
 
 def load_run(workdir: str, checkpoint: str = "best") -> Run:
   """Loads the run in `workdir`; `checkpoint` is 'best' or 'latest'."""
-  from vae_jax import checkpoints, data, model, writers  # Deferred: JAX and orbax.
+  from vae_jax import checkpoints, data, models, writers  # Deferred: JAX and orbax.
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise UserError(f"{workdir!r} holds no run ({CONFIG_FILE} missing); give the --workdir "
@@ -118,7 +118,7 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
   ckpts.close()
   eval_path = os.path.join(workdir, EVAL_FILE)
   return Run(workdir=workdir, config=config, data_spec=spec,
-             model=model.build(config.model, spec), params=state["params"],
+             model=models.build(config.model, spec), params=state["params"],
              ema_params=state.get("ema_params"), step=step,
              metrics=writers.read_jsonl(os.path.join(workdir, METRICS_FILE)),
              evaluation=read_json(eval_path) if os.path.exists(eval_path) else None)

@@ -21,7 +21,7 @@ import numpy as np
 from vae_jax import backend, evaluation, runs
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import model as model_lib
+from vae_jax import models as model_lib
 from vae_jax import train as train_lib
 from vae_jax.errors import Interrupted, UserError
 from vae_jax.objectives import Objective
@@ -51,7 +51,8 @@ def _member(tree: Any, i: int) -> Any:
   return jax.tree.map(lambda a: a[i], tree)
 
 
-def make_update(model: model_lib.VAE, objective: Objective, config: ml_collections.ConfigDict,
+def make_update(model: model_lib.LatentVariableModel, objective: Objective,
+                config: ml_collections.ConfigDict,
                 transform) -> Any:
   """The jitted (states (K,...), images, indices (K, m, B), keys (K,), betas (K,),
   learning rates (K,)) -> (states, metrics (K, m)): `train.make_multi_step`
@@ -108,7 +109,7 @@ def _train(configs, workdirs, base) -> list[dict]:
     # One compiled test estimator for all members (params as an argument).
     e = base.eval
     estimator = evaluation.make_estimator(
-        model, None, elbo_samples=e.elbo_samples, analytic_kl=True,
+        model, None, elbo_samples=e.elbo_samples,
         num_importance_samples=e.num_importance_samples, chunk=e.importance_chunk)
     return [f.finish(Objective.from_config(c.objective), like, None, estimator)
             for f, c in zip(files, configs)]
@@ -123,7 +124,7 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
   update = make_update(model, objective, configs[0],
                        data_lib.train_transform(data.train_transform, data.raw_levels))
   estimator = evaluation.make_estimator(model, None, elbo_samples=configs[0].eval.elbo_samples,
-                                        analytic_kl=True, num_importance_samples=0, chunk=1)
+                                        num_importance_samples=0, chunk=1)
   states = _stack([f.state for f in files])
   keys = jnp.stack([f.train_key for f in files])
   betas = jnp.asarray([c.objective.beta for c in configs], jnp.float32)

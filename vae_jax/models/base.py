@@ -1,0 +1,156 @@
+"""The one interface every latent-variable model implements.
+
+A model is a frozen dataclass of static structure (networks, likelihood,
+shapes); every method is a pure function of one parameter pytree and works on
+ONE example, so objectives and evaluation `jax.vmap` it over a batch. Latents
+are a dict of named groups in generation order (top first), each of any shape
+(a vector, or (H, W, C) for a spatial group); a flat latent vector is the
+one-group case.
+
+  params = model.init(rng)          # {"encoder": ..., "decoder": ..., "likelihood": ...}
+  d = model.draws(params, x, rng, k)  # k draws z ~ q(z|x) and their log-densities
+  d.log_weights()                   # log p(x, z_i) - log q(z_i|x), shape (k,)
+
+`params["encoder"]` holds what only inference uses, `params["decoder"]` the
+generative model's networks (and anything shared by both): the gradient-noise
+instrument reports the two apart.
+"""
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import distributions
+
+Params = Any
+Latents = dict[str, jax.Array]
+
+
+class Draws(NamedTuple):
+  """k draws z_i ~ q(z|x) of one example, with per-draw, per-group densities.
+
+  z[g]:      (k, *shape of g)
+  log_px_z:  (k,)  log p(x|z_i) in nats
+  log_pz[g]: (k,)  log p(z_g | z_<g) at the draw (the prior of group g)
+  log_qz[g]: (k,)  log q(z_g | x, z_<g) at the draw
+  kl[g]:     (k, *shape of g) KL(q(z_g|·) ‖ p(z_g|·)) per unit, in closed form,
+             at the draw's conditioning; only for groups that have one.
+  """
+  z: Latents
+  log_px_z: jax.Array
+  log_pz: dict[str, jax.Array]
+  log_qz: dict[str, jax.Array]
+  kl: dict[str, jax.Array]
+
+  def log_weights(self) -> jax.Array:
+    """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), shape (k,)."""
+    return self.log_px_z + sum(self.log_pz.values()) - sum(self.log_qz.values())
+
+  def kl_mc_per_group(self) -> dict[str, jax.Array]:
+    """log q(z_g|·) - log p(z_g|·) per draw: the Monte Carlo KL of each group."""
+    return {g: self.log_qz[g] - self.log_pz[g] for g in self.log_qz}
+
+  def kl_analytic_per_group(self) -> dict[str, jax.Array]:
+    """The closed-form KL of each group per draw, (k,); every group must have one."""
+    return {g: jnp.sum(v.reshape(v.shape[0], -1), axis=1) for g, v in self.kl.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentVariableModel:
+  """What objectives, evaluation, instruments, sweeps and figures may use.
+
+  Subclasses set the fields and implement the methods that raise here.
+  """
+  image_shape: tuple[int, ...]
+  likelihood: Any
+  # The encoder sees x * input_scale (integer pixels -> [0, 1]).
+  input_scale: float
+  # Added to log p(x|z): -D log L turns the density of dequantised pixels
+  # y = (x + u) / L into a probability of the discrete x (Theis et al. 2016).
+  log_prob_offset: float
+
+  @property
+  def num_pixels(self) -> int:
+    """D, the dimensions of one example (for bits/dim)."""
+    return math.prod(self.image_shape)
+
+  @property
+  def floats_per_draw(self) -> int:
+    """About the largest activation of one draw, in floats: what sizes the
+    importance-sampling chunks. The likelihood's parameters, unless a model
+    says otherwise."""
+    return math.prod(self.likelihood.output_shape(self.image_shape))
+
+  @property
+  def groups(self) -> dict[str, tuple[int, ...]]:
+    """Latent group name -> shape, in generation order (top first)."""
+    raise NotImplementedError
+
+  @property
+  def analytic_kl(self) -> bool:
+    """Whether every group's KL has a closed form (`Draws.kl` has them all)."""
+    raise NotImplementedError
+
+  def init(self, rng: jax.Array) -> Params:
+    raise NotImplementedError
+
+  def draws(self, params: Params, x: jax.Array, rng: jax.Array, num_samples: int) -> Draws:
+    raise NotImplementedError
+
+  def posterior_summary(self, params: Params, x: jax.Array
+                        ) -> dict[str, distributions.DiagGaussian]:
+    """Each group's Gaussian q(z_g|x, z_<g) with the groups above at their
+    posterior means: exact for a group that depends on x alone; what active
+    units and mutual information use."""
+    raise NotImplementedError
+
+  def sample_latents(self, params: Params, rng: jax.Array, temperature: float = 1.0,
+                     given: Latents | None = None) -> Latents:
+    """One draw from the prior, every group's standard deviation scaled by
+    `temperature` (NVAE, VDVAE); groups in `given` take those values instead."""
+    raise NotImplementedError
+
+  def mean_image(self, params: Params, z: Latents) -> jax.Array:
+    """E[x|z] in [0, 1] for one draw z (every group given)."""
+    raise NotImplementedError
+
+  def reconstruct(self, params: Params, x: jax.Array) -> jax.Array:
+    """E[x|z] at the posterior means."""
+    return self.mean_image(params, {g: q.mean for g, q in
+                                    self.posterior_summary(params, x).items()})
+
+  # Optional: a model whose q(z|x) is one Gaussian given by the encoder
+  # (`local_posterior`) can have it optimised per example (the gap split).
+  local_posterior = False
+
+  def encode(self, params: Params, x: jax.Array) -> distributions.DiagGaussian:
+    raise NotImplementedError(f"{type(self).__name__} has no single local posterior")
+
+  def draws_from(self, params: Params, x: jax.Array, q: distributions.DiagGaussian,
+                 rng: jax.Array, num_samples: int) -> Draws:
+    raise NotImplementedError(f"{type(self).__name__} has no single local posterior")
+
+  # Optional: a model whose log p(x) has a closed form.
+  def exact_log_px(self, params: Params, images: np.ndarray) -> np.ndarray | None:
+    """log p(x) per example in float64, or None where there is no closed form."""
+    return None
+
+  def _log_px_z(self, params: Params, raw: jax.Array, x: jax.Array) -> jax.Array:
+    return self.likelihood.log_prob_image(raw, x, params["likelihood"]) + self.log_prob_offset
+
+
+def temperature_sample(p: distributions.DiagGaussian, rng: jax.Array,
+                       temperature: float) -> jax.Array:
+  """μ + t σ ε: one draw at temperature t (t = 0 gives the mean)."""
+  eps = jax.random.normal(rng, p.mean.shape, p.mean.dtype)
+  return p.mean + temperature * jnp.exp(0.5 * p.log_var) * eps
+
+
+def soft_clamp(x: jax.Array, bound: float) -> jax.Array:
+  """bound · tanh(x / bound): keeps log-variances in range with gradients
+  everywhere (NVAE's soft clamping), so one bad step cannot give exp(±inf)."""
+  return bound * jnp.tanh(x / bound)

@@ -1,0 +1,178 @@
+"""A bottom-up stack of stochastic layers (Burda et al. 2016, the IWAE paper's
+two-layer model; Rezende et al. 2014):
+
+  inference   x -> z1 -> z2 -> ... -> zL    q(z1|x) Π q(z_{i+1}|z_i)
+  generative  zL -> ... -> z1 -> x         p(zL) Π p(z_i|z_{i+1}) p(x|z1)
+
+every conditional a diagonal Gaussian whose mean and log-variance an MLP emits
+(or, with `latent_variance='constant'`, p(z_i|z_{i+1}) has one learned
+variance per unit: with linear networks and a Gaussian likelihood the model is
+then linear-Gaussian and log p(x) is exact). x's encoder and decoder come from
+the network registry (MLP, conv, ResNet).
+
+Only the top group has a closed-form KL: q(z1|x) and p(z1|z2) condition on
+different things, so the ELBO of a stack uses the Monte Carlo KL
+(config.py's valid-combination table says so).
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import distributions
+from vae_jax.models.base import (
+  Draws,
+  Latents,
+  LatentVariableModel,
+  Params,
+  soft_clamp,
+  temperature_sample,
+)
+from vae_jax.models.flat import gaussian_marginal_log_prob
+from vae_jax.networks import MLP
+
+LOG_VAR_BOUND = 10.0  # |log σ²| of every conditional, softly
+
+
+def group_name(i: int) -> str:
+  return f"z{i + 1}"  # z1 is the layer next to x
+
+
+def _gaussian(h: jax.Array) -> distributions.DiagGaussian:
+  mean, log_var = jnp.split(h, 2, axis=-1)
+  return distributions.DiagGaussian(mean, soft_clamp(log_var, LOG_VAR_BOUND))
+
+
+@dataclasses.dataclass(frozen=True)
+class BottomUp(LatentVariableModel):
+  x_encoder: nn.Module  # x -> 2 d1
+  x_decoder: nn.Module  # z1 -> likelihood parameters
+  latent_dims: tuple[int, ...]  # d1, ..., dL (bottom first)
+  stochastic_hidden: tuple[tuple[int, ...], ...]  # MLP between z_i and z_{i+1}
+  activation: str = "tanh"
+  latent_variance: str = "network"  # or 'constant'
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.latent_dims)
+
+  @property
+  def groups(self):
+    return {group_name(i): (self.latent_dims[i],) for i in reversed(range(self.num_layers))}
+
+  @property
+  def analytic_kl(self) -> bool:
+    return self.num_layers == 1
+
+  def _up(self, i: int) -> nn.Module:  # q(z_{i+2} | z_{i+1})
+    return MLP(self.stochastic_hidden[i], 2 * self.latent_dims[i + 1], self.activation)
+
+  def _down(self, i: int) -> nn.Module:  # p(z_{i+1} | z_{i+2})
+    per_unit = 2 if self.latent_variance == "network" else 1
+    return MLP(tuple(reversed(self.stochastic_hidden[i])), per_unit * self.latent_dims[i],
+               self.activation)
+
+  def init(self, rng: jax.Array) -> Params:
+    keys = iter(jax.random.split(rng, 2 * self.num_layers + 2))
+    init = lambda m, n: m.init(next(keys), jnp.zeros((n,), jnp.float32))["params"]
+    enc = {"x": self.x_encoder.init(next(keys), jnp.zeros(self.image_shape))["params"]}
+    dec = {"x": init(self.x_decoder, self.latent_dims[0])}
+    for i in range(self.num_layers - 1):
+      enc[f"up_{i}"] = init(self._up(i), self.latent_dims[i])
+      dec[f"down_{i}"] = init(self._down(i), self.latent_dims[i + 1])
+      if self.latent_variance == "constant":
+        dec[f"log_var_{i}"] = jnp.zeros((self.latent_dims[i],))
+    return {"encoder": enc, "decoder": dec, "likelihood": self.likelihood.init_params()}
+
+  def _q(self, params: Params, i: int, below: jax.Array) -> distributions.DiagGaussian:
+    """q(z_{i+1} | the layer below: x for i = 0, else z_i)."""
+    if i == 0:
+      h = self.x_encoder.apply({"params": params["encoder"]["x"]}, below * self.input_scale)
+    else:
+      h = self._up(i - 1).apply({"params": params["encoder"][f"up_{i - 1}"]}, below)
+    return _gaussian(h)
+
+  def _p(self, params: Params, i: int, above: jax.Array) -> distributions.DiagGaussian:
+    """p(z_{i+1} | z_{i+2}); the top layer's prior is N(0, I)."""
+    if i == self.num_layers - 1:
+      zeros = jnp.zeros(above.shape[:-1] + (self.latent_dims[i],), above.dtype)
+      return distributions.DiagGaussian(zeros, zeros)
+    h = self._down(i).apply({"params": params["decoder"][f"down_{i}"]}, above)
+    if self.latent_variance == "network":
+      return _gaussian(h)
+    return distributions.DiagGaussian(h, jnp.broadcast_to(params["decoder"][f"log_var_{i}"],
+                                                          h.shape))
+
+  def _decode(self, params: Params, z1: jax.Array) -> jax.Array:
+    return self.x_decoder.apply({"params": params["decoder"]["x"]}, z1)
+
+  def draws(self, params, x, rng, num_samples):
+    keys = jax.random.split(rng, self.num_layers)
+    zs, qs = [], []
+    for i in range(self.num_layers):
+      if i == 0:
+        q = self._q(params, 0, x)
+        z = q.sample(keys[0], num_samples)
+      else:
+        q = self._q(params, i, zs[-1])
+        z = q.mean + jnp.exp(0.5 * q.log_var) * jax.random.normal(keys[i], q.mean.shape)
+      zs.append(z)
+      qs.append(q)
+    log_pz, log_qz, kl = {}, {}, {}
+    for i in range(self.num_layers):
+      p = self._p(params, i, zs[i + 1] if i + 1 < self.num_layers else zs[i])
+      g = group_name(i)
+      log_pz[g], log_qz[g] = p.log_prob(zs[i]), qs[i].log_prob(zs[i])
+      if i == self.num_layers - 1:  # the top layer: both sides known in closed form
+        kl[g] = jnp.broadcast_to(qs[i].kl_per_unit(p), zs[i].shape)
+    return Draws(z={group_name(i): zs[i] for i in range(self.num_layers)},
+                 log_px_z=self._log_px_z(params, self._decode(params, zs[0]), x),
+                 log_pz=log_pz, log_qz=log_qz, kl=kl)
+
+  def posterior_summary(self, params, x):
+    out, below = {}, x
+    for i in range(self.num_layers):
+      q = self._q(params, i, below)
+      out[group_name(i)], below = q, q.mean
+    return out
+
+  def sample_latents(self, params, rng, temperature=1.0, given=None):
+    given = given or {}
+    keys = jax.random.split(rng, self.num_layers)
+    z: Latents = {}
+    above = jnp.zeros((self.latent_dims[-1],))
+    for i in reversed(range(self.num_layers)):
+      g = group_name(i)
+      z[g] = given[g] if g in given else temperature_sample(self._p(params, i, above), keys[i],
+                                                            temperature)
+      above = z[g]
+    return z
+
+  def mean_image(self, params, z):
+    return self.likelihood.mean_image(self._decode(params, z["z1"]), params["likelihood"])
+
+  def exact_log_px(self, params, images):
+    """With linear networks, constant conditional variances and a Gaussian
+    likelihood of one variance, x is Gaussian: z_L ~ N(0, I), z_i = A_i z_{i+1}
+    + a_i + noise of variance D_i, x = B z_1 + b + noise of variance σ²; its
+    mean and covariance follow down the stack, in float64."""
+    dec = params["decoder"]
+    linear = all(set(dec[f"down_{i}"]) == {"output"} for i in range(self.num_layers - 1))
+    if not (linear and set(dec["x"]) == {"output"} and self.latent_variance == "constant"
+            and self.log_prob_offset == 0.0
+            and getattr(self.likelihood, "variance", None) in ("scalar", "fixed")):
+      return None
+    f64 = lambda a: np.asarray(a, np.float64)
+    mean, cov = np.zeros(self.latent_dims[-1]), np.eye(self.latent_dims[-1])
+    for i in reversed(range(self.num_layers - 1)):
+      a, bias = f64(dec[f"down_{i}"]["output"]["kernel"]).T, f64(dec[f"down_{i}"]["output"]["bias"])
+      mean, cov = a @ mean + bias, a @ cov @ a.T + np.diag(np.exp(f64(dec[f"log_var_{i}"])))
+    b, bias = f64(dec["x"]["output"]["kernel"]).T, f64(dec["x"]["output"]["bias"])
+    sigma2 = (math.exp(float(params["likelihood"]["log_var"]))
+              if self.likelihood.variance == "scalar" else math.exp(self.likelihood.fixed_log_var))
+    return gaussian_marginal_log_prob(images, b @ mean + bias,
+                                      b @ cov @ b.T + sigma2 * np.eye(len(bias)))
