@@ -17,7 +17,8 @@ from vae_jax.errors import UserError
 
 DATASETS = ("digits", "npz", "linear_gaussian", "mnist", "fashion_mnist", "binarized_mnist",
             "cifar10")
-LIKELIHOODS = ("bernoulli", "gaussian", "binomial", "discretized_logistic")
+LIKELIHOODS = ("bernoulli", "gaussian", "binomial", "discretized_logistic",
+               "discretized_mix_logistic")
 MODELS = ("flat", "bottom_up", "top_down")
 NETWORKS = ("mlp", "conv", "resnet")
 
@@ -64,6 +65,7 @@ def default() -> ml_collections.ConfigDict:
   m.likelihood = "binomial"
   m.gaussian_variance = "scalar"  # fixed | scalar | per_pixel
   m.gaussian_fixed_variance = 1.0
+  m.num_mixtures = 10  # discretized_mix_logistic: logistic components per pixel
 
   c.objective = o = ml_collections.ConfigDict()
   o.name = "elbo"  # elbo | iwae
@@ -153,7 +155,7 @@ _MINIMA = {
     "data.num_levels": (2, True), "model.latent_dim": (1, True),
     "model.blocks_per_stage": (0, True), "model.width": (1, True),
     "model.latent_channels": (1, True), "model.blocks_per_group": (0, True),
-    "model.encoder_blocks": (0, True),
+    "model.encoder_blocks": (0, True), "model.num_mixtures": (1, True),
     "model.gaussian_fixed_variance": (0, False), "objective.num_samples": (1, True),
     "objective.beta": (0, True), "objective.kl_warmup_steps": (0, True),
     "objective.free_bits": (0, True), "optimizer.learning_rate": (0, False),

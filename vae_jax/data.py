@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import likelihoods
 from vae_jax.errors import UserError
 
 _OFFLINE_OPTIONS = ("use --config.data.name=digits (embedded), --config.data.name=npz "
@@ -264,7 +265,7 @@ def _check_data_fits_likelihood(levels, c, likelihood):
     raise UserError(f"likelihood 'bernoulli' needs binary pixels but data.name={c.name!r} has "
                     f"{levels or 'continuous'} levels; set --config.data.binarize=dynamic "
                     "or static")
-  if likelihood in ("binomial", "discretized_logistic") and levels is None:
+  if likelihood in likelihoods.INTEGER_PIXELS and levels is None:
     raise UserError(f"likelihood {likelihood!r} needs integer pixels but data.name={c.name!r} "
                     "is continuous; use model.likelihood=gaussian")
   if likelihood == "gaussian" and levels is not None and not c.dequantize:

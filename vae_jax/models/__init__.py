@@ -23,6 +23,11 @@ __all__ = ["Draws", "LatentVariableModel", "Params", "Flat", "BottomUp", "TopDow
 
 
 def _common(c: ml_collections.ConfigDict, spec) -> dict:
+  shape = tuple(spec.image_shape)
+  if c.likelihood == "discretized_mix_logistic" and (len(shape) != 3 or shape[-1] not in (1, 3)):
+    raise UserError(f"model.likelihood=discretized_mix_logistic needs (H, W, 1) or (H, W, 3) "
+                    f"images, the data have shape {shape}; use model.likelihood="
+                    "discretized_logistic")
   lik = likelihoods.build(c, spec.num_levels)
   input_scale = 1.0
   if c.likelihood in likelihoods.INTEGER_PIXELS:
