@@ -250,3 +250,29 @@ def test_flat_model_with_conv_networks_has_a_finite_gradient(name):
                                                       jnp.asarray(0))[0])(params)
   assert np.isfinite(float(loss))
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("spec", ["hierarchical_mnist.py:npz,small", "iwae_two_layer.py:npz,small",
+                                  "cifar10.py:npz,small", "linear_gaussian_hierarchy.py:small"])
+def test_new_configs_small_forms_train_end_to_end(tmp_path, spec):
+  """scripts/train.py on each new config's small form (offline: a random .npz of
+  the dataset's shape): it trains, and eval.json has per-group figures."""
+  import json
+
+  from conftest import train_cli
+  rng = np.random.default_rng(0)
+  shape = (32, 32, 3) if spec.startswith("cifar10") else (28, 28)
+  path = tmp_path / "data.npz"
+  np.savez(path, image=rng.integers(0, 256, (40,) + shape, dtype=np.uint8))
+  r = train_cli(tmp_path / "run", f"--config=experiments/{spec}", f"--config.data.path={path}",
+                "--config.train.progress_bar=False")
+  assert r.returncode == 0, r.stderr[-3000:]
+  test = json.loads((tmp_path / "run" / "eval.json").read_text())["test"]
+  assert np.isfinite(test["nll"]["value"]) and test["groups"]
+  assert sum(g["kl"] for g in test["groups"].values()) == pytest.approx(test["rate"], rel=1e-4)
+  if spec.startswith("linear_gaussian"):
+    lg = test["linear_gaussian"]
+    assert lg["train_gap_to_ppca_maximum"] > -1e-4  # the maximum bounds every linear model
+  if spec.startswith("cifar10"):
+    assert test["nll"]["bits_per_dim"] == pytest.approx(
+        test["nll"]["value"] / (32 * 32 * 3 * math.log(2)))

@@ -303,7 +303,7 @@ def test_figures_and_report(digits_run):
   images = sorted(os.listdir(os.path.join(workdir, "images")))
   assert images == ["kl_per_dimension.png", "latent_scatter.png", "reconstructions.png",
                     "samples.png", "samples_step_00000020.png", "samples_step_00000040.png",
-                    "training_curves.png", "traversals.png"]
+                    "samples_t0.7.png", "training_curves.png", "traversals.png"]
   # Traversals: the 8 dimensions of highest KL, 9 values each, 8×8 digits, ×4.
   assert Image.open(os.path.join(workdir, "images", "traversals.png")).size == (
       4 * (9 * 9 + 1), 4 * (8 * 9 + 1))
