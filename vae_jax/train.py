@@ -340,7 +340,8 @@ class RunFiles:
                                   self.image_keys, writers.read_jsonl(self.writer.path), test)
       for name, image in figures.items():
         plots.save_png(os.path.join(self.workdir, "images", f"{name}.png"), image,
-                       scale=4 if name in ("reconstructions", "samples", "samples_t0.7", "traversals") else 1)
+                       scale=1 if name in ("training_curves", "kl_per_dimension",
+                                           "kl_per_group", "latent_scatter") else 4)
       self.writer.write_images(self.total_steps, figures)
     result = {"split": "test", "checkpoint": "best", "step": int(best_step),
               "params": "raw" if config.train.ema_decay is None else "ema",
