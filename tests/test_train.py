@@ -311,7 +311,7 @@ def test_figures_and_report(digits_run):
   text = open(path).read()
   assert f"{result['test']['nll']['value']:.4f} nats" in text
   assert f"{result['test']['elbo']['se']:.4f}" in text
-  assert text.count("data:image/png;base64,") == 6  # self-contained
+  assert text.count("data:image/png;base64,") == 7  # self-contained
 
 
 def test_report_of_unfinished_run_is_one_line(tmp_path):

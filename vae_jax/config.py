@@ -249,6 +249,16 @@ def get(config: ml_collections.ConfigDict, path: str) -> Any:
   return config
 
 
+def as_json_value(value: Any) -> Any:
+  """Tuples, nested too, as lists: what a value reads as from JSON."""
+  return [as_json_value(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def as_config_value(value: Any) -> Any:
+  """The inverse: lists from JSON as (nested) tuples, as configs hold them."""
+  return tuple(as_config_value(v) for v in value) if isinstance(value, list) else value
+
+
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
   """{'a.b': value} for every leaf; tuples become lists (as in JSON)."""
   out = {}
@@ -257,7 +267,7 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
     if isinstance(value, ml_collections.ConfigDict):
       out.update(flatten(value, path + "."))
     else:
-      out[path] = list(value) if isinstance(value, tuple) else value
+      out[path] = as_json_value(value)
   return out
 
 

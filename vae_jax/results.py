@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vae_jax import config as config_lib
 from vae_jax import runs, writers
 from vae_jax.launch import member_dir, read_status
 from vae_jax.sweeps import Sweep
@@ -77,7 +78,7 @@ def aggregate(rows: list[dict], keys: list[str], seed_key: str = "seed") -> list
 
 
 def _hashable(value):
-  return tuple(value) if isinstance(value, list) else value
+  return config_lib.as_config_value(value)
 
 
 def _fmt(value) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from vae_jax import config as config_lib
 from vae_jax.errors import UserError
 
 CONFIG_FILE, EVAL_FILE, METRICS_FILE = "config.json", "eval.json", "metrics.jsonl"
@@ -56,7 +57,7 @@ def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
       out.update(flatten_dict(value, f"{prefix}{key}."))
     else:
-      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+      out[f"{prefix}{key}"] = config_lib.as_json_value(value)
   return out
 
 
@@ -67,7 +68,6 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
 def config_from_dict(saved: dict) -> ml_collections.ConfigDict:
   """A recorded config laid over today's defaults: fields added since the run
   was made read as their defaults (unset, so they change nothing)."""
-  from vae_jax import config as config_lib
   config = config_lib.default()
   for path, value in flatten_dict(saved).items():
     *parents, leaf = path.split(".")
@@ -75,7 +75,7 @@ def config_from_dict(saved: dict) -> ml_collections.ConfigDict:
     for key in parents:
       node = node[key]
     with node.ignore_type():
-      node[leaf] = tuple(value) if isinstance(value, list) else value
+      node[leaf] = config_lib.as_config_value(value)
   return config
 
 

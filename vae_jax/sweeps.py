@@ -124,7 +124,7 @@ def apply(config: ml_collections.ConfigDict, member: Member) -> ml_collections.C
     for key in parents:
       node = node[key]
     try:
-      node[leaf] = tuple(value) if isinstance(value, list) else value
+      node[leaf] = config_lib.as_config_value(value)
     except TypeError as e:
       raise UserError(f"sweep member {member}: config.{path}={value!r}: {e}") from None
   return config
