@@ -15,12 +15,13 @@ nothing more.
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
-  args = set((arg or "").split(","))
+  a = experiment_args.parse(arg, npz=bool, small=bool)
   c = config_lib.default()
-  c.data.name = "npz" if "npz" in args else "cifar10"
+  c.data.name = "npz" if a.npz else "cifar10"
   c.data.test_size = 500
   c.data.validation_size = 200
   c.model.name = "top_down"
@@ -42,7 +43,7 @@ def get_config(arg: str | None = None):
   c.eval.batch_size = 50
   c.eval.num_importance_samples = 1000
   c.eval.importance_chunk = 25
-  if "small" in args:
+  if a.small:
     c.data.test_size = c.data.validation_size = 8
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)
     c.model.width, c.model.latent_channels = 8, 2

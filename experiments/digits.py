@@ -8,9 +8,11 @@ minute on a laptop CPU.
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
+  a = experiment_args.parse(arg, small=bool)
   c = config_lib.default()
   c.train.batch_size = 64
   c.train.num_epochs = 300
@@ -18,6 +20,6 @@ def get_config(arg: str | None = None):
   c.train.eval_every_steps = 1000
   c.train.checkpoint_every_steps = 1000
   c.eval.num_importance_samples = 1000
-  if arg == "small":  # seconds: the form tests and smoke runs use
+  if a.small:  # seconds: the form tests and smoke runs use
     config_lib.small_form(c, num_steps=40, batch_size=64, every=10, num_importance_samples=20)
   return c

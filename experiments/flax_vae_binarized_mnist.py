@@ -9,9 +9,11 @@ importance-sampled test NLL, and select the checkpoint on the validation split.
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
+  a = experiment_args.parse(arg, small=bool)
   c = config_lib.default()
   c.data.name = "binarized_mnist"  # already binary: nothing to binarize
   c.model.likelihood = "bernoulli"
@@ -26,7 +28,7 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every_steps = 1000
   c.eval.batch_size = 500
   c.eval.num_importance_samples = 1000
-  if arg == "small":  # seconds, on mocked or tiny data
+  if a.small:  # seconds, on mocked or tiny data
     c.data.validation_size = 4
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)
     c.eval.batch_size = 8

@@ -16,12 +16,13 @@ summary, TensorBoard (kl_z1, kl_z2, ...) and the figures (kl_per_group).
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
-  args = set((arg or "").split(","))
+  a = experiment_args.parse(arg, npz=bool, small=bool)
   c = config_lib.default()
-  c.data.name = "npz" if "npz" in args else "mnist"
+  c.data.name = "npz" if a.npz else "mnist"
   c.data.binarize = "dynamic"
   c.data.test_size = 10_000
   c.data.validation_size = 1000
@@ -43,7 +44,7 @@ def get_config(arg: str | None = None):
   c.eval.batch_size = 100
   c.eval.num_importance_samples = 1000
   c.eval.importance_chunk = 50
-  if "small" in args:
+  if a.small:
     c.data.test_size = c.data.validation_size = 8
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)
     c.model.width, c.model.latent_channels = 8, 2

@@ -18,14 +18,18 @@ initialised by Flax's default (LeCun normal), not the paper's heuristic.
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
+from vae_jax.errors import UserError
 
 _STAGE_EPOCHS = [3 ** i for i in range(8)]  # 1, 3, 9, ..., 2187: 3,280 epochs
 
 
 def get_config(arg: str | None = None):
-  args = dict(a.partition("=")[::2] for a in (arg or "iwae,k=50").split(",") if a)
+  a = experiment_args.parse(arg, iwae=bool, vae=bool, k=int, npz=bool, small=bool)
+  if a.iwae and a.vae:
+    raise UserError(f"experiments/iwae_burda.py:{arg}: give iwae or vae, not both")
   c = config_lib.default()
-  c.data.name = "npz" if "npz" in args else "mnist"
+  c.data.name = "npz" if a.npz else "mnist"
   c.data.binarize = "dynamic"
   c.data.validation_size = 1000
   c.data.test_size = 10_000
@@ -33,14 +37,14 @@ def get_config(arg: str | None = None):
   c.model.activation = "tanh"
   c.model.encoder_hidden = c.model.decoder_hidden = (200, 200)
   c.model.latent_dim = 50
-  c.objective.name = "elbo" if "vae" in args else "iwae"
+  c.objective.name = "elbo" if a.vae else "iwae"
   c.objective.kl = "mc"
-  c.objective.num_samples = int(args.get("k", 50))
+  c.objective.num_samples = 50 if a.k is None else a.k
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
   c.optimizer.adam_eps = 1e-4
   c.train.batch_size = 20
-  train_size = (50_000 if "npz" in args else 60_000) - c.data.validation_size
+  train_size = (50_000 if a.npz else 60_000) - c.data.validation_size
   steps_per_epoch = train_size // c.train.batch_size
   c.optimizer.schedule = "piecewise"
   ends = [sum(_STAGE_EPOCHS[:i + 1]) * steps_per_epoch for i in range(7)]
@@ -51,7 +55,7 @@ def get_config(arg: str | None = None):
   c.train.eval_every_steps = c.train.checkpoint_every_steps = 50 * steps_per_epoch
   c.eval.batch_size = 100
   c.eval.num_importance_samples = 5000
-  if "small" in args:  # seconds: the form tests use
+  if a.small:  # seconds: the form tests use
     c.data.test_size = c.data.validation_size = 8
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)
     c.optimizer.boundaries, c.eval.batch_size = (4, 8), 8

@@ -11,9 +11,11 @@ importance-sampled estimate against the exact log p(x) of the trained model.
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
+  a = experiment_args.parse(arg, small=bool)
   c = config_lib.default()
   c.data.name = "linear_gaussian"
   c.data.test_size = 500
@@ -32,7 +34,7 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every_steps = 1000
   c.eval.num_importance_samples = 1000
   c.eval.gap_examples = 100
-  if arg == "small":
+  if a.small:
     config_lib.small_form(c, num_steps=40, batch_size=100, every=10, num_importance_samples=20)
     c.eval.gap_examples, c.eval.gap_steps = 10, 10
   return c

@@ -14,9 +14,11 @@ sampled estimate, and the trained model against pPCA's maximum with the
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
+  a = experiment_args.parse(arg, small=bool)
   c = config_lib.default()
   c.data.name = "linear_gaussian"
   c.data.test_size = 500
@@ -36,6 +38,6 @@ def get_config(arg: str | None = None):
   c.train.log_every_steps = 200
   c.train.eval_every_steps = c.train.checkpoint_every_steps = 1000
   c.eval.num_importance_samples = 1000
-  if arg == "small":
+  if a.small:
     config_lib.small_form(c, num_steps=40, batch_size=100, every=10, num_importance_samples=20)
   return c

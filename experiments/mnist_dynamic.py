@@ -11,12 +11,13 @@ From an .npz (e.g. the offline copy of the MNIST training set):
 """
 
 from vae_jax import config as config_lib
+from vae_jax import experiment_args
 
 
 def get_config(arg: str | None = None):
-  args = set((arg or "").split(","))
+  a = experiment_args.parse(arg, npz=bool, small=bool)
   c = config_lib.default()
-  c.data.name = "npz" if "npz" in args else "mnist"
+  c.data.name = "npz" if a.npz else "mnist"
   c.data.binarize = "dynamic"
   c.data.test_size = 10_000  # .npz without test arrays: the last 10,000
   c.data.validation_size = 5_000
@@ -31,7 +32,7 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every_steps = 1000
   c.eval.batch_size = 500
   c.eval.num_importance_samples = 1000
-  if "small" in args:
+  if a.small:
     c.data.test_size = 8
     c.data.validation_size = 8
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)

@@ -17,13 +17,22 @@ from absl import flags  # noqa: E402
 from vae_jax import cli  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON.")
-_TRIALS = flags.DEFINE_integer("trials", 5, "Interleaved trials (medians are reported).")
+_TRIALS = flags.DEFINE_integer("trials", 5, "Interleaved trials (medians are reported).",
+                               lower_bound=1)
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128", "512", "2048"], "Batch sizes.")
-_EXAMPLES = flags.DEFINE_integer("examples_per_trial", 65536, "Examples per measurement.")
-_SPD = flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted lax.scan.")
+_EXAMPLES = flags.DEFINE_integer("examples_per_trial", 65536, "Examples per measurement.",
+                                 lower_bound=1)
+_SPD = flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted lax.scan.",
+                            lower_bound=1)
 _WHAT = flags.DEFINE_list("what", ["train", "importance"],
                           "train: step throughput; importance: k=5000 log-likelihood; "
                           "vectorized: 8 sweep members vmapped vs one after another.")
+flags.register_validator(
+    "batch_sizes", lambda sizes: all(s.isdigit() and int(s) >= 1 for s in sizes),
+    "--batch_sizes must be positive integers, e.g. 32,128")
+flags.register_validator(
+    "what", lambda what: set(what) <= {"train", "importance", "vectorized"},
+    "--what takes train, importance and/or vectorized")
 
 
 def main(argv):
@@ -48,9 +57,10 @@ def main(argv):
       print(f"vectorised sweep, {size} size, {r['members']} members x {r['steps']} steps of "
             f"batch {r['batch_size']}: one after another {r['separate_seconds']:.2f} s, "
             f"vmapped {r['vectorized_seconds']:.2f} s: {r['speedup']:.2f}x")
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=2)
+  from vae_jax import writers
+  with writers.writing(_OUT.value):
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  writers.atomic_write_text(_OUT.value, json.dumps(result, indent=2))
   print(f"written to {_OUT.value}")
 
 

@@ -18,7 +18,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of a finished run.", 
 def main(argv):
   del argv
   from vae_jax import report
-  print(f"written to {report.write_report(_WORKDIR.value)}")
+  from vae_jax.errors import WriteError
+  try:
+    print(f"written to {report.write_report(_WORKDIR.value)}")
+  except WriteError as e:  # it writes only report.html
+    raise e.with_intact(f"the run in {_WORKDIR.value} is unchanged") from None
 
 
 if __name__ == "__main__":

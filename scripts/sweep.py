@@ -26,7 +26,8 @@ _CONFIG = flags.DEFINE_string("config", None, "Sweep file, path[:arg].", require
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep (created; resumed).",
                                required=True)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and their status; run none.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members trained at once (local launcher).")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members trained at once (local launcher).",
+                                 lower_bound=1)
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "submitit"],
                               "local processes, or a submitit job array (SLURM).")
 _CLUSTER = flags.DEFINE_string("cluster", None, "submitit cluster: None (detect: SLURM if "
@@ -41,8 +42,19 @@ _SET = flags.DEFINE_multi_string("set", [], "key=value given to every member as 
 
 def main(argv):
   del argv
-  from vae_jax import launch, results, sweeps  # Deferred: flags first.
+  from vae_jax import launch, sweeps  # Deferred: flags first.
+  from vae_jax.errors import WriteError
   sweep = sweeps.Sweep(_CONFIG.value, _SET.value)
+  try:
+    _main(sweep)
+  except WriteError as e:  # every member's run keeps its own checkpoints and results
+    finished = sum(s == "finished" for s in launch.statuses(sweep, _WORKDIR.value).values())
+    raise e.with_intact(f"the members' runs in {_WORKDIR.value} are intact ({finished} of "
+                        f"{len(sweep)} finished)") from None
+
+
+def _main(sweep) -> None:
+  from vae_jax import launch, locks, results
   if _DRY_RUN.value:
     print(f"{len(sweep)} members of {sweep.spec}, in {_WORKDIR.value}/<name>:")
     for i, (name, member) in enumerate(zip(sweep.names, sweep.members)):
@@ -61,13 +73,14 @@ def main(argv):
       for i in members:
         launch.run_member(sweep, i, _WORKDIR.value)
     return
-  if _LAUNCHER.value == "local":
-    statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, _VECTORIZE.value)
-  else:
-    statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, _VECTORIZE.value)
-  rows = results.collect(sweep, _WORKDIR.value)  # read once, for the tables and figures
-  csv_path, md_path = results.write_tables(sweep, _WORKDIR.value, rows)
-  figures = [results.plot(sweep, _WORKDIR.value, rows=rows, **p) for p in sweep.plots]
+  with locks.hold(_WORKDIR.value):  # one runner per sweep workdir, tables included
+    if _LAUNCHER.value == "local":
+      statuses = launch.run_local(sweep, _WORKDIR.value, _PARALLEL.value, _VECTORIZE.value)
+    else:
+      statuses = launch.run_submitit(sweep, _WORKDIR.value, _CLUSTER.value, _VECTORIZE.value)
+    rows = results.collect(sweep, _WORKDIR.value)  # read once, for the tables and figures
+    csv_path, md_path = results.write_tables(sweep, _WORKDIR.value, rows)
+    figures = [results.plot(sweep, _WORKDIR.value, rows=rows, **p) for p in sweep.plots]
   with open(md_path) as f:
     print(f.read())
   print(f"written: {csv_path}, {md_path}" + "".join(f", {p}" for p in figures))

@@ -31,8 +31,10 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Join a multi-process run JAX detects from the cluster.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "HOST:PORT of process 0, for a multi-process run.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..P-1.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.",
+                                      lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..P-1.",
+                                   lower_bound=0)
 
 
 def main(argv):

@@ -33,7 +33,7 @@ def digits_run(tmp_path_factory):
 def test_digits_run_writes_every_artefact(digits_run):
   workdir, result = digits_run
   assert sorted(os.listdir(workdir)) == ["best", "checkpoints", "config.json", "eval.json",
-                                         "images", "metrics.jsonl", "tensorboard"]
+                                         "images", "lock", "metrics.jsonl", "tensorboard"]
   record = json.load(open(os.path.join(workdir, "config.json")))
   prov = record["provenance"]
   for key in ("git_commit", "git_dirty", "packages", "xla_flags", "device_kind", "jax"):

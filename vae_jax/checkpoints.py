@@ -14,19 +14,25 @@ In a multi-process run every process takes part in each save and restore
 steps aside, and the others wait for it.
 """
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
+import logging
 import os
 import shutil
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from vae_jax import backend
-from vae_jax.errors import UserError
+from vae_jax import backend, writers
+from vae_jax.errors import UserError, WriteError
 
 MANIFEST = "vae_jax_manifest.json"
 
@@ -45,6 +51,69 @@ def _digests(step_dir: str) -> dict[str, str]:
           h.update(block)
       out[rel] = h.hexdigest()
   return out
+
+
+def step_problem(step_dir: str) -> str | None:
+  """Why the step folder is not a usable checkpoint, or None if its files check out."""
+  try:
+    with open(os.path.join(step_dir, MANIFEST), "rb") as f:
+      expected = json.loads(f.read())
+  except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
+    return "no valid checksum manifest (written partly, or not by vae_jax)"
+  if not isinstance(expected, dict):
+    return "no valid checksum manifest (written partly, or not by vae_jax)"
+  try:
+    actual = _digests(step_dir)
+  except OSError as e:
+    return f"a file cannot be read ({e.strerror or e})"
+  changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+  return f"{len(changed)} file(s) differ from the manifest, e.g. {changed[0]}" if changed \
+      else None
+
+
+def newest_intact(directory: str) -> int | None:
+  """The newest step in `directory` whose files verify, read without orbax (so
+  without writing anything): what a failed write reports as intact."""
+  try:
+    steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  except OSError:
+    return None
+  return next((s for s in steps if step_problem(os.path.join(directory, str(s))) is None),
+              None)
+
+
+def _tree_bytes(tree: Any) -> int:
+  return sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(tree))
+
+
+@contextlib.contextmanager
+def _held_output() -> Iterator[None]:
+  """Holds back what orbax's threads print while a save runs (absl error logs,
+  tracebacks of its event loops): replayed unless the save ends in a WriteError,
+  whose one line says it all."""
+  records: list[logging.LogRecord] = []
+
+  class Hold(logging.Filter):
+    def filter(self, record):
+      records.append(record)
+      return False
+
+  logger, hold, stderr = logging.getLogger("absl"), Hold(), sys.stderr
+  logger.addFilter(hold)
+  sys.stderr = held = io.StringIO()
+  replay = True
+  try:
+    yield
+  except WriteError:
+    replay = False
+    raise
+  finally:
+    sys.stderr = stderr
+    logger.removeFilter(hold)
+    if replay:
+      stderr.write(held.getvalue())
+      for record in records:
+        logger.handle(record)
 
 
 class Checkpoints:
@@ -68,14 +137,31 @@ class Checkpoints:
       if self.problem(step) is None:
         return
       self._set_aside(step)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
     step_dir = os.path.join(self.directory, str(step))
-    if backend.is_lead():
-      from vae_jax.writers import atomic_write_text  # the manifest is written last, whole
-      atomic_write_text(os.path.join(step_dir, MANIFEST), json.dumps(_digests(step_dir)))
+    self._check_room(step_dir, state)
+    with _held_output(), writers.writing(step_dir):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    if backend.is_lead():  # the manifest is written last, whole
+      writers.atomic_write_text(os.path.join(step_dir, MANIFEST),
+                                json.dumps(_digests(step_dir)))
     backend.barrier(f"manifest {self.directory} {step}")
+
+  def _check_room(self, step_dir: str, state: Any) -> None:
+    """Refuses a save the disk has no room for, before orbax starts it: a save
+    that fails midway leaves a partial step folder and prints from its threads."""
+    previous = self.latest_step()
+    if previous is not None:  # the size of the last save is the best estimate
+      need = sum(os.path.getsize(os.path.join(root, f))
+                 for root, _, files in os.walk(os.path.join(self.directory, str(previous)))
+                 for f in files)
+    else:
+      need = _tree_bytes(state)
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise WriteError(step_dir, f"{os.strerror(errno.ENOSPC)}: {free // 1024} KiB free, about "
+                       f"{need // 1024} KiB needed")
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -86,16 +172,7 @@ class Checkpoints:
 
   def problem(self, step: int) -> str | None:
     """Why `step` is not a usable checkpoint, or None if its files check out."""
-    step_dir = os.path.join(self.directory, str(step))
-    try:
-      with open(os.path.join(step_dir, MANIFEST)) as f:
-        expected = json.load(f)
-    except (OSError, json.JSONDecodeError):
-      return "no valid checksum manifest (written partly, or not by vae_jax)"
-    actual = _digests(step_dir)
-    changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
-    return f"{len(changed)} file(s) differ from the manifest, e.g. {changed[0]}" if changed \
-        else None
+    return step_problem(os.path.join(self.directory, str(step)))
 
   def restore(self, step: int, like: Any | None = None, verify: bool = True
               ) -> tuple[Any, dict]:
@@ -152,9 +229,10 @@ class Checkpoints:
     """Moves a bad step out of orbax's sight (kept for inspection, never deleted)."""
     if backend.is_lead():
       aside = f"{self.directory}_corrupt"
-      os.makedirs(aside, exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)),
-                  os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"))
+      with writers.writing(aside):
+        os.makedirs(aside, exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)),
+                    os.path.join(aside, f"{step}.{time.strftime('%Y%m%d-%H%M%S')}"))
     backend.barrier(f"set aside {self.directory} {step}")
     self._manager.close()
     self._manager = self._new_manager()

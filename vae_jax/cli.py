@@ -7,13 +7,16 @@ stderr and exit status 2, never a traceback.
 
 import difflib
 import importlib.util
+import inspect
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 import ml_collections
 from absl import app, flags, logging
 
+from vae_jax import experiment_args
 from vae_jax.errors import Interrupted, UserError
 
 EXIT_USER_ERROR = 2
@@ -34,8 +37,28 @@ def load_module(path: str):
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(":")
-  module = load_module(path)
-  return module.get_config(arg) if arg else module.get_config()
+  return call_get_config(load_module(path), path, arg)
+
+
+def call_get_config(module, path: str, arg: str | None) -> ml_collections.ConfigDict:
+  """`module.get_config(arg)`, refusing in one line naming `path` a file with no
+  get_config, and an argument the file does not parse (vae_jax.experiment_args)."""
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise UserError(f"{path} defines no get_config(arg); a config file defines one that "
+                    "returns a ConfigDict, as experiments/digits.py does")
+  if arg and not inspect.signature(get_config).parameters:
+    raise UserError(f"{path} takes no argument (':{arg}' given); drop it")
+  where = {"path": path, "parsed": False}
+  experiment_args._loading.append(where)  # noqa: SLF001 - the helper's own record
+  try:
+    config = get_config(arg) if arg else get_config()
+  finally:
+    experiment_args._loading.pop()  # noqa: SLF001
+  if arg and not where["parsed"]:
+    raise UserError(f"{path} takes no argument (':{arg}' given); drop it, or declare it in "
+                    "its get_config with vae_jax.experiment_args.parse")
+  return config
 
 
 def _unknown_field(config: ml_collections.ConfigDict, path: str) -> str | None:
@@ -72,12 +95,23 @@ def _config_error(argv: list[str], error: Exception) -> str:
 
 
 def _check_config_file(argv: list[str]) -> None:
+  """The --config file exists, defines get_config and reads its argument:
+  checked here, as config_flags would name only its internal module."""
   for arg in argv:
     if arg.startswith("--config="):
-      path = arg.split("=", 1)[1].partition(":")[0]
+      spec = arg.split("=", 1)[1]
+      path = spec.partition(":")[0]
       if not os.path.isfile(path):
         raise UserError(f"config file {path!r} not found (--config); e.g. "
                         "--config=experiments/digits.py")
+      try:
+        load_config_file(spec)
+      except UserError:
+        raise
+      except Exception as e:  # the file's own error (syntax, a name): one line naming it
+        line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"could not load the config file {path}: {type(e).__name__}: "
+                        f"{line}") from None
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -101,8 +135,23 @@ def config_value(flag) -> ml_collections.ConfigDict:
   return config
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+  """vae_jax's own warnings (a skipped checkpoint, a damaged file) as one line;
+  other packages' keep their usual form."""
+  if os.path.abspath(filename).startswith(_PACKAGE + os.sep) or \
+      os.path.abspath(filename).startswith(os.path.join(os.path.dirname(_PACKAGE), "scripts")):
+    return f"warning: {message}\n"
+  return _format_warning(message, category, filename, lineno, line)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with every UserError printed as one line and exit status 2."""
+  warnings.formatwarning = _one_line_warning
+
   def wrapped(argv):
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)  # JAX's INFO lines are not for users

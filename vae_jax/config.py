@@ -7,6 +7,7 @@ values, ranges and combinations; each failure is one `UserError` line naming
 the field and what is allowed.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -151,7 +152,8 @@ _CHOICES = {
 
 # field -> (lowest allowed, inclusive?) ; None values (unset placeholders) pass.
 _MINIMA = {
-    "seed": (0, True), "data.validation_size": (1, True), "data.test_size": (1, True),
+    "seed": (0, True), "data.split_seed": (0, True), "data.eval_noise_seed": (0, True),
+    "sweep_index": (0, True), "data.validation_size": (1, True), "data.test_size": (1, True),
     "data.num_levels": (2, True), "model.latent_dim": (1, True),
     "model.blocks_per_stage": (0, True), "model.width": (1, True),
     "model.latent_channels": (1, True), "model.blocks_per_group": (0, True),
@@ -271,6 +273,16 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
   return out
 
 
+def _non_finite(config: ml_collections.ConfigDict) -> str | None:
+  """The first field (or element of a tuple field) that is NaN or ±Inf: every
+  comparison with NaN is False, so a range check alone lets it through."""
+  for path, value in flatten(config).items():
+    for v in value if isinstance(value, list) else [value]:
+      if isinstance(v, float) and not math.isfinite(v):
+        return f"config.{path}={value!r} is not a finite number; give a finite value"
+  return None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError (one line) at the first invalid value or combination."""
   for path, allowed in _CHOICES.items():
@@ -278,6 +290,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if value not in allowed:
       raise UserError(f"config.{path}={value!r} is not allowed; choose one of "
                       f"{', '.join(allowed)}")
+  message = _non_finite(config)
+  if message:
+    raise UserError(message)
   for path, (low, inclusive) in _MINIMA.items():
     value = get(config, path)
     if value is None:
@@ -291,10 +306,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     sizes = get(config, path)
     nested = path == "model.stochastic_hidden"
     flat = [s for t in sizes for s in (t if isinstance(t, tuple) else [t])] if nested else sizes
-    if (not isinstance(sizes, tuple) or not all(isinstance(s, int) and s >= 1 for s in flat)
+    positive = all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in flat)
+    if (not isinstance(sizes, tuple) or not positive
         or (nested and not all(isinstance(t, tuple) for t in sizes))
         or (path in _NON_EMPTY and not sizes)):
       raise UserError(f"config.{path}={sizes!r} must be {example}")
+  boundaries, scales = config.optimizer.boundaries, config.optimizer.boundary_scales
+  if boundaries is not None and not all(
+      isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in boundaries):
+    raise UserError(f"config.optimizer.boundaries={boundaries!r} must be a tuple of steps "
+                    ">= 1, e.g. (1000, 5000)")
+  if scales is not None and not all(
+      isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in scales):
+    raise UserError(f"config.optimizer.boundary_scales={scales!r} must be a tuple of "
+                    "factors > 0, e.g. (0.1, 0.1)")
   for is_invalid, message in _INVALID_COMBINATIONS:
     if is_invalid(config):
       raise UserError(message)

@@ -98,8 +98,9 @@ def _as_nhwc(a: np.ndarray, what: str) -> np.ndarray:
 
 def _npz_levels(images: np.ndarray, c: ml_collections.ConfigDict, path: str) -> int | None:
   if np.issubdtype(images.dtype, np.floating):
-    if not np.all(np.isfinite(images)):
-      raise UserError(f"{path}: 'image' holds NaN or Inf pixels; clean the array first")
+    if c.num_levels is not None:
+      raise UserError(f"{path}: 'image' holds floats (continuous pixels) but data.num_levels="
+                      f"{c.num_levels} is set; unset it, or give integer pixels")
     return None
   if not np.issubdtype(images.dtype, np.integer):
     raise UserError(f"{path}: 'image' has dtype {images.dtype}; expected integers or floats")
@@ -109,6 +110,48 @@ def _npz_levels(images: np.ndarray, c: ml_collections.ConfigDict, path: str) -> 
     return 256
   raise UserError(f"{path}: integer pixels of dtype {images.dtype}; set "
                   "--config.data.num_levels to the number of grey levels")
+
+
+NPZ_ARRAYS = ("image", "label", "test_image", "test_label")
+
+
+def _check_npz(arrays: dict[str, np.ndarray], levels: int | None, path: str) -> None:
+  """Every array of a user file against the others, before anything trains:
+  labels as long as their images, test arrays like the training ones, pixels
+  finite and within the levels."""
+  unknown = sorted(set(arrays) - set(NPZ_ARRAYS))
+  if unknown:
+    raise UserError(f"{path} has arrays {unknown} that nothing reads; it may hold only "
+                    f"{', '.join(NPZ_ARRAYS)} (a misspelt name would be ignored)")
+  if "test_label" in arrays and "test_image" not in arrays:
+    raise UserError(f"{path} has 'test_label' but no 'test_image'; add the test images or "
+                    "drop the labels")
+  for images_key, labels_key in (("image", "label"), ("test_image", "test_label")):
+    if labels_key not in arrays:
+      continue
+    images, labels = arrays[images_key], arrays[labels_key]
+    if labels.ndim != 1 or len(labels) != len(images):
+      raise UserError(f"{path}: '{labels_key}' has shape {labels.shape} but '{images_key}' "
+                      f"has {len(images)} examples; give one label per example, shape "
+                      f"({len(images)},)")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+      raise UserError(f"{path}: '{labels_key}' has dtype {labels.dtype}; labels must be "
+                      "integers")
+  for key in ("image", "test_image"):
+    if key not in arrays:
+      continue
+    a = arrays[key]
+    if key == "test_image" and (np.issubdtype(a.dtype, np.floating)
+                                != np.issubdtype(arrays["image"].dtype, np.floating)):
+      raise UserError(f"{path}: 'test_image' has dtype {a.dtype} but 'image' has "
+                      f"{arrays['image'].dtype}; give both integer or both float pixels")
+    if levels is None:
+      if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+        raise UserError(f"{path}: '{key}' holds NaN or Inf pixels; clean the array first")
+    elif a.size and (int(a.min()) < 0 or int(a.max()) > levels - 1):
+      raise UserError(f"{path}: '{key}' has pixel values {int(a.min())}..{int(a.max())}, "
+                      f"outside 0..{levels - 1} for {levels} levels; set "
+                      "--config.data.num_levels or rescale the array")
 
 
 def _load_npz(c: ml_collections.ConfigDict) -> _Source:
@@ -128,6 +171,7 @@ def _load_npz(c: ml_collections.ConfigDict) -> _Source:
   images = _as_nhwc(arrays["image"], f"{path}: 'image'")
   labels = arrays.get("label")
   levels = _npz_levels(images, c, path)
+  _check_npz(arrays, levels, path)
   if "test_image" in arrays:
     test = _as_nhwc(arrays["test_image"], f"{path}: 'test_image'")
     if test.shape[1:] != images.shape[1:]:

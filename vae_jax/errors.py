@@ -15,3 +15,18 @@ class Interrupted(Exception):
   def __init__(self, signum: int, message: str):
     super().__init__(message)
     self.signum = signum
+
+
+class WriteError(UserError):
+  """A write that failed (disk full, quota, read-only): the path, why, and what
+  is intact, as the one line every write path ends in."""
+
+  def __init__(self, path: str, reason: str, intact: str | None = None):
+    self.path, self.reason, self.intact = path, reason, intact
+    super().__init__(f"could not write {path!r} ({reason}); "
+                     f"{intact or 'nothing else was changed'}; free disk space or choose "
+                     "another --workdir, then run the same command again")
+
+  def with_intact(self, intact: str) -> "WriteError":
+    """This error saying `intact`, unless whoever raised it knew better."""
+    return self if self.intact else WriteError(self.path, self.reason, intact)

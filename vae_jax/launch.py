@@ -14,12 +14,13 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import tqdm
 
-from vae_jax import runs, writers
-from vae_jax.errors import UserError
+from vae_jax import locks, runs, writers
+from vae_jax.errors import UserError, WriteError
 from vae_jax.sweeps import Sweep
 
 STATUS_FILE = "status.json"
@@ -30,20 +31,34 @@ def member_dir(workdir: str, sweep: Sweep, index: int) -> str:
   return os.path.join(workdir, sweep.names[index])
 
 
+_STATUS_KEYS = {"status": str, "seconds": (int, float)}
+
+
 def read_status(run_dir: str) -> dict:
-  """The member's status record; 'pending' when it never started."""
+  """The member's status record; 'pending' when it never started. A damaged
+  one reads as 'unfinished' (with a warning and `damaged`): the member is
+  resumed, and its record set aside before it is written again."""
   path = os.path.join(run_dir, STATUS_FILE)
-  status = runs.read_json(path) if os.path.exists(path) else {"status": "pending",
-                                                               "seconds": 0.0}
-  finished = os.path.exists(os.path.join(run_dir, runs.EVAL_FILE))
+  status = {"status": "pending", "seconds": 0.0}
+  if os.path.exists(path):
+    try:
+      status = runs.read_json(path, _STATUS_KEYS)
+      if not isinstance(status.get("attempts", 0), int):
+        raise runs.DamagedFile(f"{path} is damaged (no valid 'attempts')")
+    except runs.DamagedFile as e:
+      warnings.warn(f"{e}; the member counts as unfinished", stacklevel=2)
+      status = {"status": "unfinished", "seconds": 0.0, "damaged": True}
+  finished = runs.read_eval(os.path.join(run_dir, runs.EVAL_FILE)) is not None
   if finished or status["status"] == "finished":  # eval.json is what finished means
     status["status"] = "finished" if finished else "unfinished"
   return status
 
 
 def _write_status(run_dir: str, record: dict) -> None:
-  writers.atomic_write_text(os.path.join(run_dir, STATUS_FILE),
-                            json.dumps(record, indent=2) + "\n")
+  path = os.path.join(run_dir, STATUS_FILE)
+  if record.pop("damaged", False) and os.path.exists(path):
+    writers.set_aside(path)  # the damaged record is kept, not overwritten
+  writers.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -51,35 +66,42 @@ def _recorded(sweep: Sweep, indices: list[int], workdir: str):
   """Marks the members running, then finished or failed (with the error line),
   adding the wall time to each (its share, when several train together)."""
   records = []
-  for i in indices:
-    if not 0 <= i < len(sweep):
-      raise UserError(f"config.sweep_index={i} but the sweep {sweep.spec} has "
-                      f"{len(sweep)} members (0..{len(sweep) - 1})")
-    run_dir = member_dir(workdir, sweep, i)
-    runs.check_writable(run_dir)
-    before = read_status(run_dir)
-    records.append((run_dir, {
-        "name": sweep.names[i], "index": i, "overrides": sweep.members[i], "status": "running",
-        "error": None, "seconds": before.get("seconds", 0.0),
-        "attempts": before.get("attempts", 0) + 1,
-        "trained_with": [sweep.names[j] for j in indices if j != i]}))
-  for run_dir, record in records:
-    _write_status(run_dir, record)
-  start = time.time()
-  try:
-    yield
-  except BaseException as e:
-    line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    for _, record in records:
-      record.update(status="failed", error=f"{type(e).__name__}: {line}")
-    raise
-  else:
-    for _, record in records:
-      record.update(status="finished")
-  finally:
+  with contextlib.ExitStack() as held:
+    for i in indices:
+      if not 0 <= i < len(sweep):
+        raise UserError(f"config.sweep_index={i} but the sweep {sweep.spec} has "
+                        f"{len(sweep)} members (0..{len(sweep) - 1})")
+      run_dir = member_dir(workdir, sweep, i)
+      runs.check_writable(run_dir)
+      held.enter_context(locks.hold(run_dir))  # a live member's record is not touched
+      before = read_status(run_dir)
+      records.append((run_dir, {
+          "name": sweep.names[i], "index": i, "overrides": sweep.members[i],
+          "status": "running", "error": None, "seconds": before.get("seconds", 0.0),
+          "attempts": before.get("attempts", 0) + 1, "damaged": before.get("damaged", False),
+          "trained_with": [sweep.names[j] for j in indices if j != i]}))
     for run_dir, record in records:
-      record["seconds"] += (time.time() - start) / len(records)
       _write_status(run_dir, record)
+    start, failed = time.time(), False
+    try:
+      yield
+    except BaseException as e:
+      failed = True
+      line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      for _, record in records:
+        record.update(status="failed", error=f"{type(e).__name__}: {line}")
+      raise
+    else:
+      for _, record in records:
+        record.update(status="finished")
+    finally:
+      for run_dir, record in records:
+        record["seconds"] += (time.time() - start) / len(records)
+        try:
+          _write_status(run_dir, record)
+        except WriteError:
+          if not failed:  # else the error that ended the member is the one to show
+            raise
 
 
 def run_member(sweep: Sweep, index: int, workdir: str, config=None) -> dict:
@@ -166,18 +188,26 @@ def run_local(sweep: Sweep, workdir: str, parallel: int = 1, vectorize: bool = F
   is recorded and the rest go on. Returns {name: status}."""
   if parallel < 1:
     raise UserError(f"--parallel={parallel}; give at least 1")
+  with locks.hold(workdir):  # one runner per sweep workdir
+    return _run_local(sweep, workdir, parallel, vectorize, progress)
+
+
+def _run_local(sweep: Sweep, workdir: str, parallel: int, vectorize: bool, progress: bool
+               ) -> dict[str, str]:
   todo = units(sweep, workdir, vectorize)
   bar = tqdm.tqdm(total=len(sweep), initial=len(sweep) - sum(map(len, todo)), unit="run",
                   disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="sweep")
   running: list[tuple[list[int], subprocess.Popen, Any, str]] = []
   shown, failed = None, 0
   log_dir = os.path.join(workdir, "logs")
-  os.makedirs(log_dir, exist_ok=True)
+  with writers.writing(log_dir):
+    os.makedirs(log_dir, exist_ok=True)
   while todo or running:
     while todo and len(running) < parallel:
       unit = todo.pop(0)
       path = os.path.join(log_dir, f"{sweep.names[unit[0]]}.log")
-      log = open(path, "a")  # noqa: SIM115 - closed when the process ends
+      with writers.writing(path):
+        log = open(path, "a")  # noqa: SIM115 - closed when the process ends
       running.append((unit, subprocess.Popen(_command(sweep, unit, workdir), cwd=ROOT,
                                              stdout=log, stderr=subprocess.STDOUT,
                                              env=_member_env(workdir)), log, path))
@@ -205,6 +235,11 @@ def run_submitit(sweep: Sweep, workdir: str, cluster: str | None = None,
   one member scripts/train.py --config.sweep_index=i, exactly what a member
   launched by hand or by another scheduler runs."""
   import submitit
+  with locks.hold(workdir):  # one runner per sweep workdir
+    return _run_submitit(sweep, workdir, cluster, vectorize, submitit, parameters)
+
+
+def _run_submitit(sweep, workdir, cluster, vectorize, submitit, parameters) -> dict[str, str]:
   todo = units(sweep, workdir, vectorize)
   executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit"), cluster=cluster)
   if parameters:

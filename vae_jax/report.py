@@ -36,7 +36,16 @@ def write_report(workdir: str) -> str:
   if not os.path.exists(eval_path):
     raise UserError(f"{workdir!r} has no {runs.EVAL_FILE}: the run has not finished; run "
                     "scripts/train.py with the same --workdir first")
-  record, result = runs.read_json(config_path), runs.read_json(eval_path)
+  record = runs.read_json(config_path, runs.CONFIG_KEYS)
+  result = runs.read_json(eval_path, runs.EVAL_KEYS)
+  try:
+    return _write(workdir, record, result)
+  except (KeyError, TypeError, ValueError, AttributeError) as e:  # whole JSON, damaged inside
+    raise runs.DamagedFile(f"{eval_path} is damaged (cannot read {e}); restore it, or move it "
+                           "aside and rerun the training command, which evaluates again") from None
+
+
+def _write(workdir: str, record: dict, result: dict) -> str:
   test = result["test"]
   parts = [
       "<!doctype html><meta charset='utf-8'><title>vae_jax run</title>",

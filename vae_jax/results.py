@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,15 @@ def collect(sweep: Sweep, workdir: str) -> list[dict[str, Any]]:
     run_dir = member_dir(workdir, sweep, i)
     status = read_status(run_dir)
     eval_path = os.path.join(run_dir, runs.EVAL_FILE)
-    evaluation = runs.read_json(eval_path) if os.path.exists(eval_path) else None
+    evaluation = runs.read_eval(eval_path)  # None if damaged
+    try:
+      figures = _figures(evaluation)
+    except (KeyError, TypeError, AttributeError):  # whole JSON, damaged inside
+      warnings.warn(f"{eval_path} is damaged (its figures cannot be read); the member's row "
+                    "is left empty", stacklevel=2)
+      figures = _figures(None)
     row = {"name": name, **{k: sweep.members[i].get(k) for k in sweep.swept_keys()},
-           **_figures(evaluation), "status": status["status"], "error": status.get("error"),
+           **figures, "status": status["status"], "error": status.get("error"),
            "seconds": round(status.get("seconds", 0.0), 1)}
     rows.append(row)
   return rows
@@ -176,6 +183,7 @@ def plot(sweep: Sweep, workdir: str, x: str, y: str, along: str | None = None,
   ax.set_title(f"{os.path.basename(sweep.spec)}: mean ± std over seeds", fontsize=8)
   fig.tight_layout()
   path = os.path.join(workdir, f"results_{y}_vs_{x.rsplit('.', 1)[-1]}.png")
-  fig.savefig(path)
+  with writers.writing(path):
+    fig.savefig(path)
   plt.close(fig)
   return path

@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from vae_jax import cli
+from vae_jax import cli, experiment_args
 from vae_jax import config as config_lib
 from vae_jax.errors import UserError
 
@@ -46,7 +46,10 @@ def ablation_base(arg: str | None, *, small_steps: int, full_epochs: int,
   MNIST (dynamically binarised, 784-500-20) from the .npz copy (--set
   data.path=FILE elsewhere), `full_epochs` epochs: a reduced budget stated
   in the sweep's table, not a paper's protocol."""
-  if arg in (None, "", "small"):
+  form = experiment_args.parse(arg, small=bool, full=bool)
+  if form.small and form.full:
+    raise UserError(f"ablation form {arg!r}: give :small (digits) or :full (MNIST), not both")
+  if not form.full:
     c = experiment("digits")
     c.train.num_steps = small_steps
     c.train.log_every_steps = max(10, small_steps // 10)
@@ -54,13 +57,11 @@ def ablation_base(arg: str | None, *, small_steps: int, full_epochs: int,
     c.eval.num_importance_samples = small_k
     c.eval.importance_chunk = min(100, small_k)
     c.eval.figures = False  # the sweep's table and figures are what a small form is for
-  elif arg == "full":
+  else:
     c = experiment("mnist_dynamic", "npz")
     c.data.path = MNIST_NPZ
     c.train.num_epochs = full_epochs
     c.eval.num_importance_samples = full_k
-  else:
-    raise UserError(f"ablation form {arg!r}: give :small (digits) or :full (MNIST)")
   c.train.progress_bar = False
   return c
 
@@ -159,7 +160,8 @@ class Sweep:
       raise UserError(f"{path} defines no get_sweep(arg): it is a config, not a sweep; "
                       "use scripts/train.py for it")
     self.overrides = list(overrides)
-    self.base = apply(module.get_config(arg or None), _parse_overrides(self.overrides))
+    self.base = apply(cli.call_get_config(module, path, arg or None),
+                      _parse_overrides(self.overrides))
     self.members: list[Member] = module.get_sweep(arg or None)
     if not self.members:
       raise UserError(f"the sweep {spec} has no members")

@@ -8,6 +8,7 @@ permutation, so a run resumed from a checkpoint repeats the uninterrupted one
 bit for bit (same machine and software).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from vae_jax import (
   checkpoints,
   evaluation,
   linear_gaussian,
+  locks,
   plots,
   provenance,
   runs,
@@ -40,7 +42,7 @@ from vae_jax import (
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import models as model_lib
-from vae_jax.errors import Interrupted, UserError
+from vae_jax.errors import Interrupted, UserError, WriteError
 from vae_jax.objectives import Objective
 
 
@@ -204,7 +206,7 @@ def check_config_unchanged(workdir: str, config: ml_collections.ConfigDict) -> N
   path = os.path.join(workdir, runs.CONFIG_FILE)
   if not os.path.exists(path):
     return
-  old = runs.flatten_dict(runs.read_json(path)["config"])
+  old = runs.flatten_dict(runs.read_json(path, runs.CONFIG_KEYS)["config"])
   new = config_lib.flatten(config)
   changed = config_lib.changed_fields(old, new)
   if changed:
@@ -223,15 +225,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise UserError(f"train.batch_size={config.train.batch_size} does not split over the "
                     f"{mesh.size} {config.backend} devices; make it a multiple of {mesh.size}")
   runs.check_writable(workdir)
-  check_config_unchanged(workdir, config)
-  try:
-    with jax.default_device(mesh.local_devices[0]):
-      return _train_and_evaluate(config, workdir, mesh)
-  except OSError as e:  # a full disk or a path blocked mid-run: say where, keep the rest
-    steps = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1).steps()
-    kept = f"the checkpoint of step {steps[-1]} is intact" if steps else "no checkpoint yet"
-    raise UserError(f"could not write {e.filename or workdir!r} ({e.strerror or e}); {kept};"
-                    " free disk space or choose another --workdir") from None
+  with locks.hold(workdir, enabled=backend.is_lead()):  # one live run per workdir
+    check_config_unchanged(workdir, config)
+    try:
+      with jax.default_device(mesh.local_devices[0]):
+        return _train_and_evaluate(config, workdir, mesh)
+    except Exception as e:  # a full disk or a path blocked mid-run: say where, keep the rest
+      error = write_error(e, workdir)
+      if error is e:
+        raise
+      raise error from None
+
+
+def write_error(error: Exception, workdir: str) -> Exception:
+  """A failed write (however a library wrapped it) as the one WriteError line
+  naming what in `workdir` is intact; any other error as it was."""
+  reason = writers.write_failure(error)
+  if reason is None:
+    return error
+  path = error.path if isinstance(error, WriteError) else (
+      getattr(error, "filename", None) or workdir)
+  latest = checkpoints.newest_intact(os.path.join(workdir, "checkpoints"))
+  best = checkpoints.newest_intact(os.path.join(workdir, "best"))
+  intact = (f"the checkpoint of step {latest} is intact" if latest is not None
+            else "no checkpoint yet") + ("" if best is None else f" (best: step {best})")
+  return WriteError(str(path), reason, intact)
 
 
 class RunFiles:
@@ -266,11 +284,15 @@ class RunFiles:
         "total_steps": total_steps, "num_processes": jax.process_count(),
         "provenance": provenance.provenance()}
     self.eval_path = os.path.join(workdir, runs.EVAL_FILE)
-    self.finished = self.start >= total_steps and os.path.exists(self.eval_path)
+    self.result = runs.read_eval(self.eval_path)
+    self.finished = self.start >= total_steps and self.result is not None
     if self.lead:
+      if self.result is None and os.path.exists(self.eval_path):
+        writers.set_aside(self.eval_path)  # damaged: kept, and the evaluation runs again
       writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
                                 json.dumps(record, indent=2) + "\n")
-      os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+      with writers.writing(os.path.join(workdir, "images")):
+        os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
     backend.barrier("config written")
     self.writer = writers.NullWriter()
 
@@ -308,7 +330,9 @@ class RunFiles:
     if self.lead and self.config.eval.figures:  # from a host copy: the others are not in this
       grid = plots.sample_grid(self.model, backend.gather(state.eval_params), self.image_keys)
       self.writer.write_images(step, {"samples": grid})
-      plots.save_png(os.path.join(self.workdir, "images", f"samples_step_{step:08d}.png"), grid)
+      path = os.path.join(self.workdir, "images", f"samples_step_{step:08d}.png")
+      with writers.writing(path):
+        plots.save_png(path, grid)
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
 
@@ -339,9 +363,11 @@ class RunFiles:
       figures = plots.run_figures(model, host_params, data.test, data.test_labels,
                                   self.image_keys, writers.read_jsonl(self.writer.path), test)
       for name, image in figures.items():
-        plots.save_png(os.path.join(self.workdir, "images", f"{name}.png"), image,
-                       scale=1 if name in ("training_curves", "kl_per_dimension",
-                                           "kl_per_group", "latent_scatter") else 4)
+        path = os.path.join(self.workdir, "images", f"{name}.png")
+        with writers.writing(path):
+          plots.save_png(path, image,
+                         scale=1 if name in ("training_curves", "kl_per_dimension",
+                                             "kl_per_group", "latent_scatter") else 4)
       self.writer.write_images(self.total_steps, figures)
     result = {"split": "test", "checkpoint": "best", "step": int(best_step),
               "params": "raw" if config.train.ema_decay is None else "ema",
@@ -405,7 +431,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       print(f"run in {workdir} already finished at step {run.start}; results in "
             f"{run.eval_path}")
     run.close()
-    return runs.read_json(run.eval_path)
+    return run.result
   start, state = run.start, run.state
   run.open_writer()
   try:
@@ -469,4 +495,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # The test split is evaluated once, on the checkpoint chosen by validation.
     return run.finish(objective, state, mesh)
   finally:
-    run.writer.close()
+    with contextlib.suppress(WriteError):  # on the way out of another error: that one counts
+      run.writer.close()

@@ -8,7 +8,9 @@ own workdir — and its numbers equal its separate run's to float tolerance
 dispatch does K members' steps, so small models fill it.
 """
 
+import contextlib
 import dataclasses
+import os
 import signal
 import time
 from typing import Any
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vae_jax import backend, evaluation, runs
+from vae_jax import backend, evaluation, locks, runs
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import models as model_lib
@@ -77,10 +79,23 @@ def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str])
   for c, w in zip(configs, workdirs):
     config_lib.validate(c)
     runs.check_writable(w)
-    train_lib.check_config_unchanged(w, c)
-  base = configs[0]
-  with jax.default_device(backend.select_device(base.backend)):  # one device
-    return _train(configs, workdirs, base)
+  with contextlib.ExitStack() as held:
+    for w in workdirs:  # every member's workdir, as its own run would
+      held.enter_context(locks.hold(w))
+    for c, w in zip(configs, workdirs):
+      train_lib.check_config_unchanged(w, c)
+    base = configs[0]
+    try:
+      with jax.default_device(backend.select_device(base.backend)):  # one device
+        return _train(configs, workdirs, base)
+    except Exception as e:  # a failed write: one line, naming that member's intact steps
+      path = os.path.abspath(str(getattr(e, "path", None) or getattr(e, "filename", None) or ""))
+      owner = next((w for w in workdirs if path.startswith(os.path.abspath(w) + os.sep)),
+                   workdirs[0])
+      error = train_lib.write_error(e, owner)
+      if error is e:
+        raise
+      raise error from None
 
 
 def _train(configs, workdirs, base) -> list[dict]:
