@@ -15,9 +15,9 @@ layer, the input gradient (`step_matmuls`).
   hand:    a hand-tuned loop: the same lax.scan over resident data, but the
            model batched by hand, one normal draw per batch, the stable
            softplus, no metrics, no NaN guard.
-  matmul:  the limit: each of the step's matmul shapes timed alone (as
-           `steps_per_dispatch` independent dots in one program) and summed;
-           examples/s = batch / that sum.
+  matmul:  the limit: each of the step's matmul shapes timed alone
+           (`steps_per_dispatch` of them, one after another, in a jitted
+           lax.scan) and summed; examples/s = batch / that sum.
 
 All are interleaved in every trial, so a noisy machine slows them alike; the
 figures are medians over trials, and every ratio is between figures of the
@@ -120,28 +120,38 @@ def _examples_per_sec(run: Callable[[], object], examples: int) -> float:
 
 
 def matmul_limit_timer(s: Setup, batch_size: int, repeats: int) -> Callable[[], float]:
-  """A timer of the step's matmuls alone: each shape of `step_matmuls` as
-  `repeats` independent dots (fresh operands, a weight shared as in the step)
-  in one jitted call; returns examples/s = batch / Σ seconds per dot."""
+  """A timer of the step's matmuls alone: each shape of `step_matmuls` run
+  `repeats` times, one after another, in a jitted lax.scan (as the step runs
+  them: a fresh batch-sized operand each time, a weight shared); returns
+  examples/s = batch / Σ seconds per dot."""
   programs = []
   key = jax.random.key(7)
   for j, (lhs, rhs, dims, weight) in enumerate(step_matmuls(s.vae, batch_size)):
-    keys = jax.random.split(jax.random.fold_in(key, j), 2 * repeats)
-    shared = [jax.random.normal(keys[0], (lhs, rhs)[weight])] if weight >= 0 else []
-    operands = []
-    for r in range(repeats):
-      a = jax.random.normal(keys[2 * r], lhs) if weight != 0 else shared[0]
-      b = jax.random.normal(keys[2 * r + 1], rhs) if weight != 1 else shared[0]
-      operands.append((a, b))
-    fn = jax.jit(lambda ops, dims=dims: [jax.lax.dot_general(a, b, dims) for a, b in ops])
-    jax.block_until_ready(fn(operands))  # compile
+    k1, k2 = jax.random.split(jax.random.fold_in(key, j))
+    if weight >= 0:  # fresh activations each time, one weight
+      w = jax.random.normal(k1, (lhs, rhs)[weight])
+      xs = jax.random.normal(k2, (repeats,) + (rhs, lhs)[weight])
+      dot = ((lambda x, w, d=dims: jax.lax.dot_general(w, x, d)) if weight == 0
+             else (lambda x, w, d=dims: jax.lax.dot_general(x, w, d)))
+      out_shape = jax.eval_shape(dot, xs[0], w).shape
+      body = lambda c, x, w, dot=dot: (dot(x, w), None)
+      fn = jax.jit(lambda xs, w, body=body, o=out_shape: jax.lax.scan(
+          lambda c, x: body(c, x, w), jnp.zeros(o), xs)[0])
+      operands = (xs, w)
+    else:  # a weight gradient: both operands fresh
+      xs = (jax.random.normal(k1, (repeats,) + lhs), jax.random.normal(k2, (repeats,) + rhs))
+      out_shape = (lhs[1], rhs[1])
+      fn = jax.jit(lambda xs, d=dims, o=out_shape: jax.lax.scan(
+          lambda c, ab: (jax.lax.dot_general(ab[0], ab[1], d), None), jnp.zeros(o), xs)[0])
+      operands = (xs,)
+    jax.block_until_ready(fn(*operands))  # compile
     programs.append((fn, operands))
 
   def timer() -> float:
     seconds = 0.0
     for fn, operands in programs:
       start = time.perf_counter()
-      jax.block_until_ready(fn(operands))
+      jax.block_until_ready(fn(*operands))
       seconds += (time.perf_counter() - start) / repeats
     return batch_size / seconds
   return timer
