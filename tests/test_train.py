@@ -272,6 +272,50 @@ def test_optimizer_schedules_and_clipping():
   np.testing.assert_allclose(updates["w"], [-3.0, -4.0, 0.0])
 
 
+def test_all_finite_catches_inf_and_nan_in_any_leaf():
+  jnp = jax.numpy
+  tree = {"k": jnp.ones((4, 3)), "b": jnp.ones(3), "s": jnp.asarray(2.0), "t": jnp.ones((2, 3, 2))}
+  check = jax.jit(train.all_finite)
+  assert bool(check(tree))
+  for name, leaf in tree.items():
+    for bad in (np.inf, -np.inf, np.nan):
+      broken = dict(tree, **{name: leaf.reshape(-1).at[-1].set(bad).reshape(leaf.shape)})
+      assert not bool(check(broken)), (name, bad)
+
+
+def test_step_with_non_finite_gradient_leaves_the_state_alone():
+  """A finite loss whose gradient is NaN (at step 1 only): that step is
+  counted as skipped and changes nothing; the steps around it train."""
+  from vae_jax import benchmark as bm
+  from vae_jax import data
+  from vae_jax.objectives import Objective
+  jnp = jax.numpy
+  s = bm.flax_example_setup(num_examples=64)
+
+  class NanGradientAtStep1(Objective):
+    def loss(self, model, params, batch, rng, step):
+      value, metrics = super().loss(model, params, batch, rng, step)
+      w = params["decoder"]["output"]["bias"][0]
+      # Value 0; gradient 0 · d√u, which is NaN where u < 0: at step 1 only.
+      u = (jnp.abs(w) + 1.0) * jnp.where(step == 1, -1.0, 1.0)
+      return value + jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u)), metrics
+
+  multi_step = jax.jit(train.make_multi_step(s.vae, NanGradientAtStep1(), s.optimizer,
+                                             data.train_transform("none", 2), jax.random.key(0)))
+  images, idx = jnp.asarray(s.images), data.batch_indices(0, 0, 3, 64, 16)
+  state = bm._state(s)
+  after_one, m1 = multi_step(state, images, idx[:1])
+  after_two, m2 = multi_step(after_one, images, idx[1:2])
+  after_three, m3 = multi_step(after_two, images, idx[2:3])
+  assert [float(m["skipped"][0]) for m in (m1, m2, m3)] == [0.0, 1.0, 0.0]
+  assert np.isfinite(float(m2["loss"][0]))
+  assert not _leaves_equal(state.params, after_one.params)
+  assert _leaves_equal((after_one.params, after_one.opt_state),
+                       (after_two.params, after_two.opt_state))
+  assert int(after_two.step) == 2
+  assert not _leaves_equal(after_two.params, after_three.params)
+
+
 def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
   """With train.ema_decay the run keeps params' moving average, evaluates it
   (validation, best checkpoint, test) and resumes it bit for bit."""

@@ -1,24 +1,33 @@
-"""Train-step throughput against a plain loop and the float32 matmul peak.
+"""Train-step throughput against a plain loop, a hand-tuned loop and the
+step's own matmuls.
 
 The model is the Flax example's (784-500-20 MLP, Bernoulli, Adam). One
-training step costs about 4.1 MFLOP per example: the forward pass's four
-matmuls (2 · (784·500 + 500·40 + 20·500 + 500·784) = 1.63 MFLOP), their
-backward pass (twice that, less the input gradient of the first layer, which
-nobody needs: 2.47 MFLOP).
+training step costs about 4.1 MFLOP per example in eleven matmuls: the forward
+pass's four, and for each layer the weight gradient and, but for the first
+layer, the input gradient (`step_matmuls`).
 
   vae_jax: the library's update, data resident on the device, `steps_per_dispatch`
-           steps per jitted lax.scan, state donated, metrics left on device.
+           steps per jitted lax.scan, state donated, metrics left on device,
+           per-example (vmapped) terms and keys, the NaN guard.
   plain:   one jitted step per call, the batch copied from the host, the loss
-           read back after every step (the common hand-written loop).
-  peak:    the best of several 2048×2048 float32 `jnp.dot`s.
+           read back after every step (the common hand-written loop, e.g. the
+           Flax example's).
+  hand:    a hand-tuned loop: the same lax.scan over resident data, but the
+           model batched by hand, one normal draw per batch, the stable
+           softplus, no metrics, no NaN guard.
+  matmul:  the limit: each of the step's matmul shapes timed alone
+           (`steps_per_dispatch` of them, one after another, in a jitted
+           lax.scan) and summed; examples/s = batch / that sum.
 
-All three are interleaved in every trial, so a noisy machine slows them alike;
-the figures are medians over trials.
+All are interleaved in every trial, so a noisy machine slows them alike; the
+figures are medians over trials, and every ratio is between figures of the
+same run.
 """
 
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +40,10 @@ from vae_jax import models as model_lib
 from vae_jax import train
 from vae_jax.objectives import Objective
 
-FLOP_PER_EXAMPLE = 2 * (784 * 500 + 500 * 40 + 20 * 500 + 500 * 784) * 3 - 2 * 784 * 500 * 1
+Dims = tuple[tuple[tuple[int, ...], tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
+_FORWARD: Dims = (((1,), (0,)), ((), ()))  # x (B, n) · W (n, m)
+_INPUT_GRAD: Dims = (((1,), (1,)), ((), ()))  # g (B, m) · W (n, m)ᵀ
+_WEIGHT_GRAD: Dims = (((0,), (0,)), ((), ()))  # x (B, n)ᵀ · g (B, m)
 
 
 @dataclasses.dataclass
@@ -64,25 +76,117 @@ def _state(s: Setup):
   return train.TrainState(jnp.asarray(0, jnp.int32), params, s.optimizer.init(params))
 
 
-def time_library(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int) -> float:
-  """Examples per second of the library's update (compiled beforehand)."""
+def step_matmuls(vae: model_lib.Flat, batch_size: int, num_samples: int = 1
+                 ) -> list[tuple[tuple[int, int], tuple[int, int], Dims, int]]:
+  """The matmuls of one training step of an MLP VAE, as (lhs shape, rhs shape,
+  dimension numbers, which operand is a weight: 0, 1 or -1 for none).
+
+  For each Dense layer (n -> m) on R rows (B for the encoder, B·k for the
+  decoder): the forward x·W, the weight gradient xᵀ·g and, except for the
+  encoder's first layer (nobody needs the gradient of the data), g·Wᵀ.
+  """
+  params = jax.eval_shape(vae.init, jax.random.key(0))
+  out = []
+  for net, rows in (("encoder", batch_size), ("decoder", batch_size * num_samples)):
+    layers = params[net]
+    names = sorted((k for k in layers if k.startswith("hidden_")),
+                   key=lambda k: int(k.split("_")[1])) + ["output"]
+    for i, name in enumerate(names):
+      n, m = layers[name]["kernel"].shape
+      out.append(((rows, n), (n, m), _FORWARD, 1))
+      out.append(((rows, n), (rows, m), _WEIGHT_GRAD, -1))
+      if net == "decoder" or i > 0:
+        out.append(((rows, m), (n, m), _INPUT_GRAD, 1))
+  return out
+
+
+def _flop(lhs: tuple[int, ...], rhs: tuple[int, ...], dims: Dims) -> int:
+  """2 × contraction size × output size of a dot_general without batch dimensions."""
+  (lc, rc), _ = dims
+  k = int(np.prod([lhs[d] for d in lc]))
+  free = [n for d, n in enumerate(lhs) if d not in lc] + [n for d, n in enumerate(rhs)
+                                                          if d not in rc]
+  return 2 * k * int(np.prod(free))
+
+
+def flop_per_example(vae: model_lib.Flat, num_samples: int = 1) -> float:
+  return sum(_flop(lhs, rhs, dims) for lhs, rhs, dims, _ in step_matmuls(vae, 1, num_samples))
+
+
+def _examples_per_sec(run: Callable[[], object], examples: int) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(run())
+  return examples / (time.perf_counter() - start)
+
+
+def matmul_limit_timer(s: Setup, batch_size: int, repeats: int) -> Callable[[], float]:
+  """A timer of the step's matmuls alone: each shape of `step_matmuls` run
+  `repeats` times, one after another, in a jitted lax.scan (as the step runs
+  them: a fresh batch-sized operand each time, a weight shared); returns
+  examples/s = batch / Σ seconds per dot."""
+  programs = []
+  key = jax.random.key(7)
+  for j, (lhs, rhs, dims, weight) in enumerate(step_matmuls(s.vae, batch_size)):
+    k1, k2 = jax.random.split(jax.random.fold_in(key, j))
+    if weight >= 0:  # fresh activations each time, one weight
+      w = jax.random.normal(k1, (lhs, rhs)[weight])
+      xs = jax.random.normal(k2, (repeats,) + (rhs, lhs)[weight])
+      dot = ((lambda x, w, d=dims: jax.lax.dot_general(w, x, d)) if weight == 0
+             else (lambda x, w, d=dims: jax.lax.dot_general(x, w, d)))
+      out_shape = jax.eval_shape(dot, xs[0], w).shape
+      body = lambda c, x, w, dot=dot: (dot(x, w), None)
+      fn = jax.jit(lambda xs, w, body=body, o=out_shape: jax.lax.scan(
+          lambda c, x: body(c, x, w), jnp.zeros(o), xs)[0])
+      operands = (xs, w)
+    else:  # a weight gradient: both operands fresh
+      xs = (jax.random.normal(k1, (repeats,) + lhs), jax.random.normal(k2, (repeats,) + rhs))
+      out_shape = (lhs[1], rhs[1])
+      fn = jax.jit(lambda xs, d=dims, o=out_shape: jax.lax.scan(
+          lambda c, ab: (jax.lax.dot_general(ab[0], ab[1], d), None), jnp.zeros(o), xs)[0])
+      operands = (xs,)
+    jax.block_until_ready(fn(*operands))  # compile
+    programs.append((fn, operands))
+
+  def timer() -> float:
+    seconds = 0.0
+    for fn, operands in programs:
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*operands))
+      seconds += (time.perf_counter() - start) / repeats
+    return batch_size / seconds
+  return timer
+
+
+def library_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int
+                  ) -> Callable[[], float]:
+  """A timer of the library's update (compiled here); each call trains on."""
   update = train.make_update(s.vae, s.objective, s.optimizer,
                              data_lib.train_transform("none", 2), jax.random.key(1))
   images = jax.device_put(s.images)
-  state = _state(s)
   indices = [data_lib.batch_indices(0, i, steps_per_dispatch, len(s.images), batch_size)
              for i in range(0, num_steps, steps_per_dispatch)]
-  state, m = update(state, images, indices[0])  # compile
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for idx in indices:
-    state, m = update(state, images, idx)
-  jax.block_until_ready((state, m))
-  return len(indices) * steps_per_dispatch * batch_size / (time.perf_counter() - start)
+  box = {"state": update(_state(s), images, indices[0])[0]}  # compile
+
+  def run():
+    state, skipped = box["state"], []
+    for idx in indices:
+      state, m = update(state, images, idx)
+      skipped.append(m["skipped"])
+    box["state"] = state
+    return state, skipped
+
+  def timer() -> float:
+    start = time.perf_counter()
+    state, skipped = jax.block_until_ready(run())
+    rate = len(indices) * steps_per_dispatch * batch_size / (time.perf_counter() - start)
+    if float(jnp.sum(jnp.stack(skipped))):  # a skipped step is cheaper: not a fair figure
+      raise RuntimeError("a benchmarked step became non-finite")
+    return rate
+  return timer
 
 
-def time_plain_loop(s: Setup, batch_size: int, num_steps: int) -> float:
-  """Examples per second of one jitted step per call, batch from host, loss read back."""
+def plain_loop_timer(s: Setup, batch_size: int, num_steps: int) -> Callable[[], float]:
+  """One jitted step per call, batch from host, loss read back (compiled here)."""
   vae, objective, optimizer = s.vae, s.objective, s.optimizer
 
   @jax.jit
@@ -93,19 +197,62 @@ def time_plain_loop(s: Setup, batch_size: int, num_steps: int) -> float:
     return optax.apply_updates(params, updates), opt_state, loss
 
   state = _state(s)
-  params, opt_state = state.params, state.opt_state
+  box = {"params": state.params, "opt_state": state.opt_state}
   batches = data_lib.batch_indices(0, 0, num_steps + 1, len(s.images), batch_size)
+  float(step(box["params"], box["opt_state"], s.images[batches[0]], jax.random.key(0))[2])
 
-  def host_batch(i):
-    return s.images[batches[i]]
+  def timer() -> float:
+    params, opt_state = box["params"], box["opt_state"]
+    start = time.perf_counter()
+    for i in range(1, num_steps + 1):
+      params, opt_state, loss = step(params, opt_state, s.images[batches[i]],
+                                     jax.random.key(i))
+      float(loss)
+    rate = num_steps * batch_size / (time.perf_counter() - start)
+    box.update(params=params, opt_state=opt_state)
+    return rate
+  return timer
 
-  params, opt_state, loss = step(params, opt_state, host_batch(0), jax.random.key(0))
-  float(loss)  # compile
-  start = time.perf_counter()
-  for i in range(1, num_steps + 1):
-    params, opt_state, loss = step(params, opt_state, host_batch(i), jax.random.key(i))
-    float(loss)
-  return num_steps * batch_size / (time.perf_counter() - start)
+
+def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int
+                     ) -> Callable[[], float]:
+  """The hand-tuned loop: what the library's step would be with nothing but
+  the model, its loss and Adam (batched by hand, one normal draw per batch,
+  the stable softplus, no metrics, no NaN guard)."""
+  vae, optimizer = s.vae, s.optimizer
+
+  def loss(params, x, rng):
+    x = x.reshape(x.shape[0], -1)
+    h = vae.encoder.apply({"params": params["encoder"]}, x)
+    mean, log_var = jnp.split(h, 2, axis=-1)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+    logits = vae.decoder.apply({"params": params["decoder"]}, z)
+    recon = jnp.sum(x * logits - (jnp.maximum(logits, 0.0)
+                                  + jnp.log1p(jnp.exp(-jnp.abs(logits)))), axis=-1)
+    kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
+    return jnp.mean(kl - recon)
+
+  def step(state, images, idx):
+    rng = jax.random.fold_in(jax.random.key(1), state.step)
+    value, grads = jax.value_and_grad(loss)(state.params, images[idx], rng)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state), value
+
+  update = jax.jit(lambda state, images, indices: jax.lax.scan(
+      lambda st, idx: step(st, images, idx), state, indices), donate_argnums=(0,))
+  images = jax.device_put(s.images)
+  indices = [data_lib.batch_indices(0, i, steps_per_dispatch, len(s.images), batch_size)
+             for i in range(0, num_steps, steps_per_dispatch)]
+  box = {"state": update(_state(s), images, indices[0])[0]}  # compile
+
+  def run():
+    state = box["state"]
+    for idx in indices:
+      state, values = update(state, images, idx)
+    box["state"] = state
+    return state, values
+  return lambda: _examples_per_sec(run, len(indices) * steps_per_dispatch * batch_size)
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -149,44 +296,63 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
           "ratio_to_matmul_time": seconds / (flop / peak), "matmul_peak_gflops": peak / 1e9}
 
 
+CONTENDERS = ("vae_jax", "plain", "hand", "matmul")
+
+
 def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: int = 65536,
         steps_per_dispatch: int = 20) -> dict:
-  """Interleaved trials; returns medians and ratios."""
+  """Interleaved trials of every contender at every batch size; medians and
+  the ratios between them (each from the same run)."""
   s = flax_example_setup()
+  timers: dict[str, Callable[[], float]] = {}
+  for b in batch_sizes:  # all compiled before any timing
+    steps = max(steps_per_dispatch, examples_per_trial // b // steps_per_dispatch
+                * steps_per_dispatch)
+    timers[f"vae_jax_{b}"] = library_timer(s, b, steps, steps_per_dispatch)
+    timers[f"plain_{b}"] = plain_loop_timer(s, b, steps)
+    timers[f"hand_{b}"] = hand_tuned_timer(s, b, steps, steps_per_dispatch)
+    timers[f"matmul_{b}"] = matmul_limit_timer(s, b, steps_per_dispatch)
   raw: dict[str, list[float]] = {"peak_flops": []}
   for _ in range(trials):
     raw["peak_flops"].append(matmul_peak())
     for b in batch_sizes:
-      steps = max(steps_per_dispatch, examples_per_trial // b // steps_per_dispatch
-                  * steps_per_dispatch)
-      raw.setdefault(f"vae_jax_{b}", []).append(
-          time_library(s, b, steps, steps_per_dispatch))
-      raw.setdefault(f"plain_{b}", []).append(time_plain_loop(s, b, steps))
+      for name in CONTENDERS:
+        raw.setdefault(f"{name}_{b}", []).append(timers[f"{name}_{b}"]())
   peak = statistics.median(raw["peak_flops"])
+  flop = flop_per_example(s.vae)
   rows = []
   for b in batch_sizes:
-    ours, plain = statistics.median(raw[f"vae_jax_{b}"]), statistics.median(raw[f"plain_{b}"])
-    rows.append({"batch_size": b, "vae_jax_examples_per_sec": ours,
-                 "plain_loop_examples_per_sec": plain, "speedup_over_plain": ours / plain,
-                 "fraction_of_matmul_peak": ours * FLOP_PER_EXAMPLE / peak,
-                 "plain_fraction_of_matmul_peak": plain * FLOP_PER_EXAMPLE / peak})
+    med = {name: statistics.median(raw[f"{name}_{b}"]) for name in CONTENDERS}
+    row = {"batch_size": b, **{f"{n}_examples_per_sec": v for n, v in med.items()}}
+    row.update({f"{n}_fraction_of_matmul_limit": med[n] / med["matmul"]
+                for n in ("vae_jax", "plain", "hand")})
+    row["speedup_over_plain"] = med["vae_jax"] / med["plain"]
+    row["vae_jax_over_hand"] = med["vae_jax"] / med["hand"]
+    row["matmul_limit_fraction_of_peak"] = med["matmul"] * flop / peak
+    row["vae_jax_fraction_of_matmul_peak"] = med["vae_jax"] * flop / peak
+    rows.append(row)
   return {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-          "matmul_peak_gflops": peak / 1e9, "flop_per_example": FLOP_PER_EXAMPLE,
+          "matmul_peak_gflops": peak / 1e9, "flop_per_example": flop,
           "trials": trials, "steps_per_dispatch": steps_per_dispatch, "rows": rows,
           "raw": raw}
 
 
 def format_table(result: dict) -> str:
-  lines = [f"{result['platform']} ({result['device']}), float32 matmul peak "
-           f"{result['matmul_peak_gflops']:.1f} GFLOP/s, {result['flop_per_example'] / 1e6:.2f}"
-           f" MFLOP per example, medians of {result['trials']} interleaved trials",
-           f"{'batch':>6} {'vae_jax ex/s':>13} {'plain ex/s':>11} {'speed-up':>9} "
-           f"{'vae_jax %peak':>14} {'plain %peak':>12}"]
+  lines = [f"{result['platform']} ({result['device']}), {result['flop_per_example'] / 1e6:.2f}"
+           f" MFLOP per example and step, float32 2048² matmul peak "
+           f"{result['matmul_peak_gflops']:.0f} GFLOP/s; medians of {result['trials']} "
+           "interleaved trials; % = of the matmul-only limit (same run)",
+           f"{'batch':>6} {'vae_jax ex/s':>13} {'plain ex/s':>11} {'hand ex/s':>10} "
+           f"{'matmul ex/s':>12} {'vae_jax %':>10} {'plain %':>8} {'hand %':>7} "
+           f"{'vs plain':>9}"]
   for r in result["rows"]:
     lines.append(f"{r['batch_size']:>6} {r['vae_jax_examples_per_sec']:>13.0f} "
-                 f"{r['plain_loop_examples_per_sec']:>11.0f} {r['speedup_over_plain']:>8.2f}x "
-                 f"{100 * r['fraction_of_matmul_peak']:>13.1f}% "
-                 f"{100 * r['plain_fraction_of_matmul_peak']:>11.1f}%")
+                 f"{r['plain_examples_per_sec']:>11.0f} {r['hand_examples_per_sec']:>10.0f} "
+                 f"{r['matmul_examples_per_sec']:>12.0f} "
+                 f"{100 * r['vae_jax_fraction_of_matmul_limit']:>9.1f}% "
+                 f"{100 * r['plain_fraction_of_matmul_limit']:>7.1f}% "
+                 f"{100 * r['hand_fraction_of_matmul_limit']:>6.1f}% "
+                 f"{r['speedup_over_plain']:>8.2f}x")
   return "\n".join(lines)
 
 

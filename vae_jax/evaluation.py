@@ -65,7 +65,10 @@ def example_estimates(model: LatentVariableModel, params: Params, x: jax.Array,
               jnp.logaddexp(lse2, logsumexp(2.0 * log_w))), None
 
     init = (jnp.asarray(-jnp.inf), jnp.asarray(-jnp.inf))
-    (lse1, lse2), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    if num_chunks == 1:  # no loop: XLA:CPU runs convolutions 12× slower inside one
+      (lse1, lse2), _ = body(init, 0)
+    else:
+      (lse1, lse2), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
     out["log_px"] = lse1 - math.log(k)
     out["log_px_mc_var"] = jnp.maximum(jnp.exp(lse2 - 2.0 * lse1) - 1.0 / k, 0.0)
   return out

@@ -86,6 +86,22 @@ def build_optimizer(c: ml_collections.ConfigDict, learning_rate: Any = None
   return opt
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every element of every array in `tree` is finite.
+
+  One read of each array, as a product with a vector of ones (a column sum):
+  it is inf or NaN if any element is, and XLA's CPU backend runs it at memory
+  speed, unlike its reductions (is-finite and all, or a sum: 2-3× as long). A
+  column whose sum overflows float32 (|Σ| > 3.4e38) counts as non-finite too.
+  """
+  finite = jnp.asarray(True)
+  for a in jax.tree.leaves(tree):
+    a = a.reshape(1, -1) if a.ndim < 2 else a.reshape(a.shape[0], -1)
+    column_sums = jnp.ones((a.shape[0],), a.dtype) @ a
+    finite = finite & jnp.isfinite(jnp.sum(column_sums * 0.0))
+  return finite
+
+
 def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
                     optimizer: optax.GradientTransformation,
                     transform: Callable[[jax.Array, jax.Array], jax.Array],
@@ -95,26 +111,41 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
   m training steps in one lax.scan. Step s draws its randomness from
   fold_in(key, s); `gather` takes the batch from the training images."""
 
-  def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
-    data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
-    x = transform(gather(train_images, batch_idx), data_rng)
-    loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
-    (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+  def apply(grads, state: TrainState):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema_decay is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    return params, opt_state, ema
+
+  def keep(grads, state: TrainState):
+    del grads
+    return state.params, state.opt_state, state.ema_params
+
+  def step_fn(state: TrainState, train_images: jax.Array, batch_idx: jax.Array):
+    data_rng, loss_rng = jax.random.split(jax.random.fold_in(key, state.step))
+    x = transform(gather(train_images, batch_idx), data_rng)
+    loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
+    (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     # A non-finite loss or gradient leaves the state as it was (and is counted):
-    # the loop then stops or goes on, as train.nan_policy says.
-    finite = jnp.isfinite(loss_value) & jax.tree.reduce(
-        jnp.logical_and, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    # the loop then stops or goes on, as train.nan_policy says. The update runs
+    # in a lax.cond: selecting the new or the old state with jnp.where kept both
+    # alive, so XLA copied every Adam moment at each step, and the test read
+    # each gradient three times; the two were a fifth of a CPU step at batch
+    # 32-128 (vae_jax/benchmark.py has the measurements).
+    finite = jnp.isfinite(loss_value) & all_finite(grads)
+    params, opt_state, ema = jax.lax.cond(finite, apply, keep, grads, state)
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
-    return TrainState(state.step + 1, keep(params, state.params),
-                      keep(opt_state, state.opt_state), keep(ema, state.ema_params)), metrics
+    return TrainState(state.step + 1, params, opt_state, ema), metrics
 
   def multi_step(state, train_images, indices):
+    if indices.shape[0] == 1:
+      # No loop for one step: XLA:CPU ran a convolutional model's step 12×
+      # slower inside a while loop (a scan of length 1 is still one) than
+      # outside it, so conv configs dispatch one step at a time.
+      state, metrics = step_fn(state, train_images, indices[0])
+      return state, jax.tree.map(lambda m: m[None], metrics)
     return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
   return multi_step
 
