@@ -95,7 +95,7 @@ def _batch_estimates(model: LatentVariableModel, params: Params, batch: jax.Arra
   """Per-example estimates of a batch; the closed-form KL wherever the model
   has one for every group (analytic_kl=None)."""
   analytic_kl = model.analytic_kl if analytic_kl is None else analytic_kl
-  chunk = min(chunk, max(num_importance_samples, 1))
+  chunk = bounded_chunk(model, chunk, num_importance_samples)
   rngs = jax.random.split(rng, batch.shape[0])
   fn = lambda x, r: example_estimates(
       model, params, x, r, elbo_samples=elbo_samples, analytic_kl=analytic_kl,
@@ -143,6 +143,17 @@ MAX_ROWS_PER_CHUNK = 5000
 # The same bound in floats of the largest activation of a draw (`floats_per_draw`):
 # what keeps a convolutional or hierarchical model's chunk in bounded memory.
 MAX_FLOATS_PER_CHUNK = 5000 * 784
+# Draws of ONE example per chunk, in floats of its largest activation: 256 MB
+# of float32 (about 1 GB with the few activations alive at once), whatever k
+# and the image size; the MLP models' chunks (≤ k) stay far below it.
+MAX_CHUNK_FLOATS = 64 * 2 ** 20
+
+
+def bounded_chunk(model: LatentVariableModel, chunk: int, num_importance_samples: int) -> int:
+  """The importance-sampling chunk: at most k, and one example's chunk within
+  MAX_CHUNK_FLOATS."""
+  return max(1, min(chunk, num_importance_samples or 1,
+                    MAX_CHUNK_FLOATS // model.floats_per_draw))
 # Posterior means and log-variances kept per example for mutual information
 # (the first N' examples, N' · units ≤ this): 16 MB of float32 per array.
 MAX_POSTERIOR_FLOATS = 4_000_000
@@ -156,7 +167,8 @@ def evaluate(model: LatentVariableModel, params: Params, images: np.ndarray, rng
   With a mesh of several devices, each padded batch is split over them."""
   if num_importance_samples:  # bound the temporaries, whatever eval.batch_size says
     rows = min(MAX_ROWS_PER_CHUNK, MAX_FLOATS_PER_CHUNK // model.floats_per_draw)
-    batch_size = min(batch_size, max(1, rows // min(chunk, num_importance_samples)))
+    batch_size = min(batch_size, max(1, rows // bounded_chunk(model, chunk,
+                                                              num_importance_samples)))
   kwargs = dict(elbo_samples=elbo_samples, analytic_kl=analytic_kl,
                 num_importance_samples=num_importance_samples, chunk=chunk)
   if mesh is not None and mesh.size > 1:
