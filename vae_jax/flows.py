@@ -101,27 +101,50 @@ class IAF:
     return z
 
 
+def log_prob(q0: distributions.DiagGaussian, z: jax.Array, flow: IAF | None = None,
+             flow_params: dict | None = None, context: jax.Array | None = None,
+             event_ndim: int = 1) -> jax.Array:
+  """log q(z) at any z, summed over the last `event_ndim` axes: the Gaussian's
+  density, or (with a flow) the base density at the flow's inverse minus the
+  log-determinant there."""
+  axes = tuple(range(-event_ndim, 0))
+  if flow is None:
+    return jnp.sum(q0.log_prob_per_unit(z), axis=axes)
+  context = jnp.broadcast_to(context, z.shape[:-1] + context.shape[-1:])
+  z0 = flow.inverse(flow_params, z, context)
+  _, log_det = flow.forward(flow_params, z0, context)
+  return jnp.sum(q0.log_prob_per_unit(z0), axis=axes) - _sum_positions(log_det, event_ndim)
+
+
+def _sum_positions(log_det: jax.Array, event_ndim: int) -> jax.Array:
+  """A flow's log-det per position (over the last axis already), summed over the
+  event's other axes (a spatial group's positions)."""
+  return jnp.sum(log_det, axis=tuple(range(-(event_ndim - 1), 0))) if event_ndim > 1 \
+      else log_det
+
+
 def sample_and_log_prob(q0: distributions.DiagGaussian, eps: jax.Array,
                         flow: IAF | None = None, flow_params: dict | None = None,
                         context: jax.Array | None = None, stop_grad_q: bool = False,
                         event_ndim: int = 1) -> tuple[jax.Array, jax.Array]:
   """z = flow(μ + σ ε) (or the Gaussian draw with no flow) and log q(z), summed
   over the last `event_ndim` axes. With `stop_grad_q` the density is evaluated
-  with q's parameters (μ, σ, the flow's weights and context) under
-  stop_gradient, the draw z keeping its gradient: the path derivative of
-  "sticking the landing" (Roeder et al. 2017); a flow is then inverted at z."""
+  with q0, the flow's weights and the context under stop_gradient, the draw z
+  keeping its gradient (a flow is then inverted at z): the path derivative of
+  "sticking the landing" (Roeder et al. 2017), right where q0 and the context
+  depend on the parameters only (not on other draws: a model whose q of one
+  group conditions on another's draw recomputes them from stopped parameters
+  and the live draws, and calls `log_prob`)."""
   axes = tuple(range(-event_ndim, 0))
   z0 = q0.mean + jnp.exp(0.5 * q0.log_var) * eps
-  sg = jax.lax.stop_gradient
-  dens = distributions.DiagGaussian(sg(q0.mean), sg(q0.log_var)) if stop_grad_q else q0
-  if flow is None:
-    return z0, jnp.sum(dens.log_prob_per_unit(z0), axis=axes)
-  context = jnp.broadcast_to(context, z0.shape[:-1] + context.shape[-1:])
-  z, log_det = flow.forward(flow_params, z0, context)
+  if flow is not None:
+    context = jnp.broadcast_to(context, z0.shape[:-1] + context.shape[-1:])
   if stop_grad_q:
-    flow_params, context = sg(flow_params), sg(context)
-    z0 = flow.inverse(flow_params, z, context)
-    _, log_det = flow.forward(flow_params, z0, context)
-  log_det = jnp.sum(log_det, axis=tuple(range(-(event_ndim - 1), 0))) if event_ndim > 1 \
-      else log_det
-  return z, jnp.sum(dens.log_prob_per_unit(z0), axis=axes) - log_det
+    z = z0 if flow is None else flow.forward(flow_params, z0, context)[0]
+    sg = jax.lax.stop_gradient
+    return z, log_prob(distributions.DiagGaussian(sg(q0.mean), sg(q0.log_var)), z, flow,
+                       sg(flow_params), sg(context), event_ndim)
+  if flow is None:
+    return z0, jnp.sum(q0.log_prob_per_unit(z0), axis=axes)
+  z, log_det = flow.forward(flow_params, z0, context)
+  return z, jnp.sum(q0.log_prob_per_unit(z0), axis=axes) - _sum_positions(log_det, event_ndim)

@@ -152,9 +152,15 @@ class BottomUp(LatentVariableModel):
       shape = ((num_samples,) if i == 0 else ()) + q.mean.shape
       eps = jax.random.normal(keys[i], shape, q.mean.dtype)
       z, log_qz[group_name(i)] = flows.sample_and_log_prob(
-          q, eps, self.flow(i), params["encoder"].get(f"flow_{i}"), context, stop_grad_q)
+          q, eps, self.flow(i), params["encoder"].get(f"flow_{i}"), context)
       zs.append(z)
       qs.append(q)
+    if stop_grad_q:  # log q(z_i | z_{i-1}) at the live draws, q's parameters stopped
+      stopped = jax.lax.stop_gradient(params)
+      for i in range(self.num_layers):
+        q, context = self._q_context(stopped, i, x if i == 0 else zs[i - 1])
+        log_qz[group_name(i)] = flows.log_prob(q, zs[i], self.flow(i),
+                                               stopped["encoder"].get(f"flow_{i}"), context)
     log_pz, kl = {}, {}
     for i in range(self.num_layers):
       g = group_name(i)

@@ -223,8 +223,7 @@ class TopDown(LatentVariableModel):
       q, context = self._posterior(params, g, prior, h, feats[s])
       eps = jax.random.normal(keys[g], q.mean.shape)
       z, out["log_qz"][g] = flows.sample_and_log_prob(
-          q, eps, self.flow(), params["encoder"].get(f"flow_{g}"), context, stop_grad_q,
-          event_ndim=3)
+          q, eps, self.flow(), params["encoder"].get(f"flow_{g}"), context, event_ndim=3)
       out["z"][g] = z
       if g == top and not self.prior.closed_form_kl:
         out["log_pz"][g] = self.top_log_prior(params, z)
@@ -235,6 +234,19 @@ class TopDown(LatentVariableModel):
       return z
 
     raw = self._top_down(params, (num_samples,), choose)
+    if stop_grad_q:
+      # log q(z_g | z_<g, x) at the live draws, every parameter of q stopped (the
+      # top-down state's too): a second top-down pass with stopped parameters.
+      stopped = jax.lax.stop_gradient(params)
+      stopped_feats = self._features(stopped, x)
+
+      def density(g, s, prior, h):
+        q, context = self._posterior(stopped, g, prior, h, stopped_feats[s])
+        out["log_qz"][g] = flows.log_prob(q, out["z"][g], self.flow(),
+                                          stopped["encoder"].get(f"flow_{g}"), context, 3)
+        return out["z"][g]
+
+      self._top_down(stopped, (num_samples,), density)
     return Draws(log_px_z=self._log_px_z(params, raw, x), **out)
 
   def posterior_summary(self, params, x):
