@@ -50,8 +50,9 @@ class Flat(LatentVariableModel):
     dec = self.decoder.init(dec_rng, z)["params"]
     if self.flow is not None:
       enc = {**enc, "flow": self.flow.init(flow_rng)}
-    if self.prior.init(prior_rng) is not None:
-      dec = {**dec, "prior": self.prior.init(prior_rng)}
+    prior_params = self.prior.init(prior_rng)
+    if prior_params is not None:
+      dec = {**dec, "prior": prior_params}
     return {"encoder": enc, "decoder": dec, "likelihood": self.likelihood.init_params()}
 
   def _encoder_out(self, params: Params, x: jax.Array) -> jax.Array:
