@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-ABLATIONS := beta latent_size iwae_k warmup_free_bits kl_estimator
+ABLATIONS := beta latent_size iwae_k warmup_free_bits kl_estimator estimator prior_posterior
 
 .PHONY: run test ablations
 

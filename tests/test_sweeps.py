@@ -16,7 +16,8 @@ from vae_jax.sweeps import product, sweep, zip_
 
 from conftest import ROOT
 
-ABLATIONS = ("beta", "latent_size", "iwae_k", "warmup_free_bits", "kl_estimator")
+ABLATIONS = ("beta", "latent_size", "iwae_k", "warmup_free_bits", "kl_estimator", "estimator",
+             "prior_posterior")
 
 
 def _sweep_file(tmp_path, members: str, base: str = 'sweeps.experiment("digits", "small")',
@@ -227,3 +228,7 @@ def test_ablation_small_form_end_to_end(tmp_path, name):
     assert all(r1 > r2 for r1, r2 in zip(rates, rates[1:])), rates
   if name == "kl_estimator":
     assert all(r["test_grad_encoder_variance_mc_over_analytic_kl"] > 0 for r in rows)
+  if name == "estimator":  # at k = 1, w̃ = w̃² = 1: DReG is STL, run for run
+    by = {(r["objective.estimator"], r["objective.num_samples"]): r for r in rows}
+    assert by[("dreg", 1)]["test_nll"] == pytest.approx(by[("stl", 1)]["test_nll"], rel=1e-5)
+    assert all(r["test_grad_encoder_snr"] > 0 and r["test_grad_decoder_snr"] > 0 for r in rows)

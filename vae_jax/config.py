@@ -63,6 +63,11 @@ def default() -> ml_collections.ConfigDict:
   m.groups_per_scale = (2, 2)  # top_down: latent groups at each resolution, lowest first
   m.blocks_per_group = 1  # top_down: residual blocks after each group
   m.encoder_blocks = 1  # top_down: residual blocks per resolution, bottom-up pass
+  m.prior = "standard"  # standard | mixture | vampprior: p of the top latent group
+  m.prior_components = 10  # mixture / vampprior: K components (pseudo-inputs)
+  m.posterior = "gaussian"  # gaussian | iaf: q of every latent group
+  m.flow_steps = 2  # iaf: autoregressive steps
+  m.flow_hidden = 64  # iaf: MADE hidden units, and the size of the encoder's context
   m.likelihood = "binomial"
   m.gaussian_variance = "scalar"  # fixed | scalar | per_pixel
   m.gaussian_fixed_variance = 1.0
@@ -72,6 +77,7 @@ def default() -> ml_collections.ConfigDict:
   o.name = "elbo"  # elbo | iwae
   o.num_samples = 1  # z samples per example (k for iwae)
   o.kl = "analytic"  # analytic | mc
+  o.estimator = "reparam"  # reparam | stl | dreg: the encoder's gradient estimator
   o.beta = 1.0
   o.kl_warmup_steps = 0
   o.free_bits = 0.0  # nats per latent dimension, on the batch-mean KL
@@ -145,6 +151,9 @@ _CHOICES = {
     "model.gaussian_variance": ("fixed", "scalar", "per_pixel"),
     "objective.name": ("elbo", "iwae"),
     "objective.kl": ("analytic", "mc"),
+    "objective.estimator": ("reparam", "stl", "dreg"),
+    "model.prior": ("standard", "mixture", "vampprior"),
+    "model.posterior": ("gaussian", "iaf"),
     "optimizer.name": ("adam", "adamw", "sgd"),
     "optimizer.schedule": ("constant", "cosine", "piecewise"),
     "train.nan_policy": ("stop", "skip"),
@@ -158,6 +167,8 @@ _MINIMA = {
     "model.blocks_per_stage": (0, True), "model.width": (1, True),
     "model.latent_channels": (1, True), "model.blocks_per_group": (0, True),
     "model.encoder_blocks": (0, True), "model.num_mixtures": (1, True),
+    "model.prior_components": (1, True), "model.flow_steps": (1, True),
+    "model.flow_hidden": (1, True),
     "model.gaussian_fixed_variance": (0, False), "objective.num_samples": (1, True),
     "objective.beta": (0, True), "objective.kl_warmup_steps": (0, True),
     "objective.free_bits": (0, True), "optimizer.learning_rate": (0, False),
@@ -221,6 +232,27 @@ _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
      "model.encoder/model.decoder select x's networks of the flat and bottom_up models; "
      "model.name=top_down builds its own ResNet (model.width, model.groups_per_scale): "
      "leave them at mlp"),
+    (lambda c: c.objective.kl == "analytic" and c.model.prior != "standard",
+     "objective.kl=analytic with model.prior=mixture/vampprior: the KL to a mixture prior has "
+     "no closed form; set objective.kl=mc"),
+    (lambda c: c.objective.kl == "analytic" and c.model.posterior == "iaf",
+     "objective.kl=analytic with model.posterior=iaf: a flow's KL has no closed form; set "
+     "objective.kl=mc"),
+    (lambda c: c.objective.estimator == "dreg" and c.objective.name != "iwae",
+     "objective.estimator=dreg needs objective.name=iwae: DReG reweights the importance "
+     "weights of the IWAE bound; use objective.estimator=stl for the ELBO"),
+    (lambda c: c.objective.estimator != "reparam" and c.objective.kl == "analytic",
+     "objective.estimator=stl/dreg with objective.kl=analytic: they change the gradient of "
+     "log q inside the Monte Carlo bound; set objective.kl=mc"),
+    (lambda c: c.objective.estimator == "dreg" and c.model.prior == "vampprior",
+     "objective.estimator=dreg with model.prior=vampprior: the VampPrior depends on the "
+     "encoder's parameters, and DReG's encoder weighting (squared weights) would bias that "
+     "term; use objective.estimator=stl or reparam"),
+    (lambda c: c.eval.gap_examples > 0 and (c.model.posterior != "gaussian"
+                                            or c.model.prior != "standard"),
+     "eval.gap_examples > 0 needs model.posterior=gaussian and model.prior=standard: the gap "
+     "split optimises one Gaussian q(z|x) per example with the closed-form KL; set "
+     "eval.gap_examples=0"),
     (lambda c: c.eval.gap_examples > 0 and c.model.name != "flat",
      "eval.gap_examples > 0 needs model.name=flat: the gap split optimises one Gaussian "
      "q(z|x) per example, which a hierarchy does not have; set eval.gap_examples=0"),

@@ -265,7 +265,8 @@ def full_evaluation(model: LatentVariableModel, params: Params, images: np.ndarr
         jax.random.fold_in(rng, 2), e.gradient_draws,
         step=o.kl_warmup_steps)  # the objective as trained, past any warm-up
     result["gradient"] = noise(objective)
-    if objective.name == "elbo":  # both KL estimators at the same parameters and draws
+    if objective.name == "elbo" and model.analytic_kl and objective.estimator == "reparam":
+      # both KL estimators at the same parameters and draws
       other = noise(dataclasses.replace(objective, analytic_kl=not objective.analytic_kl))
       mc, analytic = ((other, result["gradient"]) if objective.analytic_kl
                       else (result["gradient"], other))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import ml_collections
 
-from vae_jax import likelihoods, networks
+from vae_jax import flows, likelihoods, networks, priors
 from vae_jax.errors import UserError
 from vae_jax.models.base import Draws, LatentVariableModel, Params
 from vae_jax.models.bottom_up import BottomUp
@@ -37,11 +37,23 @@ def _common(c: ml_collections.ConfigDict, spec) -> dict:
               log_prob_offset=offset)
 
 
+def _prior(c, spec, top_shape: tuple[int, ...]) -> priors.Prior:
+  """config.model.prior over the top group (shape `top_shape`)."""
+  return priors.Prior(c.prior, c.prior_components, tuple(top_shape), tuple(spec.image_shape))
+
+
+def _flow_steps(c) -> int:
+  return c.flow_steps if c.posterior == "iaf" else 0
+
+
 def _flat(c, spec) -> Flat:
   kw = _common(c, spec)
-  return Flat(encoder=networks.encoder(c, 2 * c.latent_dim, len(spec.image_shape)),
+  steps = _flow_steps(c)
+  flow = flows.IAF(c.latent_dim, c.flow_hidden, steps, c.flow_hidden) if steps else None
+  context = c.flow_hidden if steps else 0
+  return Flat(encoder=networks.encoder(c, 2 * c.latent_dim + context, len(spec.image_shape)),
               decoder=networks.decoder(c, kw["likelihood"].output_shape(kw["image_shape"])),
-              latent_dim=c.latent_dim, **kw)
+              latent_dim=c.latent_dim, prior=_prior(c, spec, (c.latent_dim,)), flow=flow, **kw)
 
 
 def _bottom_up(c, spec) -> BottomUp:
@@ -51,10 +63,14 @@ def _bottom_up(c, spec) -> BottomUp:
     raise UserError(f"config.model.stochastic_hidden has {len(c.stochastic_hidden)} entries for "
                     f"{len(dims)} latent layers (model.latent_dims={dims}); give one tuple of "
                     "hidden sizes per pair of adjacent layers")
-  return BottomUp(x_encoder=networks.encoder(c, 2 * dims[0], len(spec.image_shape)),
+  steps = _flow_steps(c)
+  context = c.flow_hidden if steps else 0
+  return BottomUp(x_encoder=networks.encoder(c, 2 * dims[0] + context, len(spec.image_shape)),
                   x_decoder=networks.decoder(c, kw["likelihood"].output_shape(kw["image_shape"])),
                   latent_dims=dims, stochastic_hidden=tuple(map(tuple, c.stochastic_hidden)),
-                  activation=c.activation, latent_variance=c.latent_variance, **kw)
+                  activation=c.activation, latent_variance=c.latent_variance,
+                  prior=_prior(c, spec, (dims[-1],)), flow_steps=steps,
+                  flow_hidden=c.flow_hidden, **kw)
 
 
 def _top_down(c, spec) -> TopDown:
@@ -64,9 +80,12 @@ def _top_down(c, spec) -> TopDown:
     raise UserError(f"config.model.groups_per_scale has {scales} scales: the image "
                     f"{shape} must be (H, W, C) with H and W divisible by 2^{scales}; use "
                     "fewer scales")
+  top = tuple(s // 2 ** scales for s in shape[:2]) + (c.latent_channels,)
   return TopDown(channels=c.width, latent_channels=c.latent_channels,
                  groups_per_scale=tuple(c.groups_per_scale), blocks_per_group=c.blocks_per_group,
-                 encoder_blocks=c.encoder_blocks, activation=c.activation, **kw)
+                 encoder_blocks=c.encoder_blocks, activation=c.activation,
+                 prior=_prior(c, spec, top), flow_steps=_flow_steps(c),
+                 flow_hidden=c.flow_hidden, **kw)
 
 
 BUILDERS: dict[str, Callable[..., LatentVariableModel]] = {

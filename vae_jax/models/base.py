@@ -98,7 +98,11 @@ class LatentVariableModel:
   def init(self, rng: jax.Array) -> Params:
     raise NotImplementedError
 
-  def draws(self, params: Params, x: jax.Array, rng: jax.Array, num_samples: int) -> Draws:
+  def draws(self, params: Params, x: jax.Array, rng: jax.Array, num_samples: int,
+            stop_grad_q: bool = False) -> Draws:
+    """k draws z_i ~ q(z|x). With `stop_grad_q`, each log q(z_g|·) is evaluated
+    with q's parameters under stop_gradient while the draws keep theirs (the
+    path derivative of STL and DReG); the values are the same."""
     raise NotImplementedError
 
   def posterior_summary(self, params: Params, x: jax.Array
@@ -122,6 +126,23 @@ class LatentVariableModel:
     """E[x|z] at the posterior means."""
     return self.mean_image(params, {g: q.mean for g, q in
                                     self.posterior_summary(params, x).items()})
+
+  # The prior of the top group (vae_jax.priors); subclasses declare the field
+  # `prior: priors.Prior`, its learned parameters are params["decoder"]["prior"].
+  def top_log_prior(self, params: Params, z: jax.Array) -> jax.Array:
+    """log p(z_top) of draws (n, *shape of the top group), (n,)."""
+    return self.prior.log_prob(params["decoder"].get("prior"), z, self._posterior_at(params))
+
+  def top_prior_sample(self, params: Params, rng: jax.Array, temperature: float) -> jax.Array:
+    return self.prior.sample(params["decoder"].get("prior"), rng, temperature,
+                             self._posterior_at(params))
+
+  def _posterior_at(self, params: Params):
+    """The VampPrior's components: the top group's `posterior_summary` at a batch
+    of inputs u in [0, 1] (what the encoder sees), (K, *shape)."""
+    top = next(iter(self.groups))
+    one = lambda u: self.posterior_summary(params, u / self.input_scale)[top]
+    return lambda u: jax.vmap(one)(u)
 
   # Optional: a model whose q(z|x) is one Gaussian given by the encoder
   # (`local_posterior`) can have it optimised per example (the gap split).

@@ -10,8 +10,13 @@ variance per unit: with linear networks and a Gaussian likelihood the model is
 then linear-Gaussian and log p(x) is exact). x's encoder and decoder come from
 the network registry (MLP, conv, ResNet).
 
-Only the top group has a closed-form KL: q(z1|x) and p(z1|z2) condition on
-different things, so the ELBO of a stack uses the Monte Carlo KL
+The top layer's prior may be a learned mixture or a VampPrior (`prior`), and
+each q(z_i|·) an inverse autoregressive flow on its Gaussian (`flow_steps` > 0;
+the network of each q then also emits the flow's context vector, and the next
+layer conditions on the flow's output).
+
+Only the top group has a closed-form KL (and only with a Gaussian q and N(0, I)):
+q(z1|x) and p(z1|z2) condition on different things, so the ELBO of a stack uses the Monte Carlo KL
 (config.py's valid-combination table says so).
 """
 
@@ -23,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions
+from vae_jax import distributions, flows, priors
 from vae_jax.models.base import (
   Draws,
   Latents,
@@ -55,6 +60,9 @@ class BottomUp(LatentVariableModel):
   stochastic_hidden: tuple[tuple[int, ...], ...]  # MLP between z_i and z_{i+1}
   activation: str = "tanh"
   latent_variance: str = "network"  # or 'constant'
+  prior: priors.Prior = priors.Prior()
+  flow_steps: int = 0  # > 0: an IAF posterior in every layer
+  flow_hidden: int = 64  # its MADEs' hidden units, and its context's size
 
   @property
   def num_layers(self) -> int:
@@ -66,10 +74,24 @@ class BottomUp(LatentVariableModel):
 
   @property
   def analytic_kl(self) -> bool:
-    return self.num_layers == 1
+    return self.num_layers == 1 and self._top_closed_form
+
+  @property
+  def _top_closed_form(self) -> bool:
+    return self.flow_steps == 0 and self.prior.closed_form_kl
+
+  @property
+  def context_dim(self) -> int:
+    return self.flow_hidden if self.flow_steps else 0
+
+  def flow(self, i: int) -> flows.IAF | None:
+    if not self.flow_steps:
+      return None
+    return flows.IAF(self.latent_dims[i], self.context_dim, self.flow_steps, self.flow_hidden)
 
   def _up(self, i: int) -> nn.Module:  # q(z_{i+2} | z_{i+1})
-    return MLP(self.stochastic_hidden[i], 2 * self.latent_dims[i + 1], self.activation)
+    return MLP(self.stochastic_hidden[i], 2 * self.latent_dims[i + 1] + self.context_dim,
+               self.activation)
 
   def _down(self, i: int) -> nn.Module:  # p(z_{i+1} | z_{i+2})
     per_unit = 2 if self.latent_variance == "network" else 1
@@ -86,15 +108,27 @@ class BottomUp(LatentVariableModel):
       dec[f"down_{i}"] = init(self._down(i), self.latent_dims[i + 1])
       if self.latent_variance == "constant":
         dec[f"log_var_{i}"] = jnp.zeros((self.latent_dims[i],))
+    extra = jax.random.fold_in(rng, 1)  # the optional parts' keys leave the others as they were
+    for i in range(self.num_layers):
+      if self.flow_steps:
+        enc[f"flow_{i}"] = self.flow(i).init(jax.random.fold_in(extra, i))
+    prior_params = self.prior.init(jax.random.fold_in(extra, self.num_layers))
+    if prior_params is not None:
+      dec["prior"] = prior_params
     return {"encoder": enc, "decoder": dec, "likelihood": self.likelihood.init_params()}
 
   def _q(self, params: Params, i: int, below: jax.Array) -> distributions.DiagGaussian:
-    """q(z_{i+1} | the layer below: x for i = 0, else z_i)."""
+    """q(z_{i+1} | the layer below: x for i = 0, else z_i) (with a flow: its base)."""
+    return self._q_context(params, i, below)[0]
+
+  def _q_context(self, params: Params, i: int, below: jax.Array
+                 ) -> tuple[distributions.DiagGaussian, jax.Array]:
     if i == 0:
       h = self.x_encoder.apply({"params": params["encoder"]["x"]}, below * self.input_scale)
     else:
       h = self._up(i - 1).apply({"params": params["encoder"][f"up_{i - 1}"]}, below)
-    return _gaussian(h)
+    d = self.latent_dims[i]
+    return _gaussian(h[..., :2 * d]), h[..., 2 * d:]
 
   def _p(self, params: Params, i: int, above: jax.Array) -> distributions.DiagGaussian:
     """p(z_{i+1} | z_{i+2}); the top layer's prior is N(0, I)."""
@@ -110,33 +144,46 @@ class BottomUp(LatentVariableModel):
   def _decode(self, params: Params, z1: jax.Array) -> jax.Array:
     return self.x_decoder.apply({"params": params["decoder"]["x"]}, z1)
 
-  def draws(self, params, x, rng, num_samples):
+  def draws(self, params, x, rng, num_samples, stop_grad_q=False):
     keys = jax.random.split(rng, self.num_layers)
-    zs, qs = [], []
+    zs, qs, log_qz = [], [], {}
     for i in range(self.num_layers):
-      if i == 0:
-        q = self._q(params, 0, x)
-        z = q.sample(keys[0], num_samples)
-      else:
-        q = self._q(params, i, zs[-1])
-        z = q.mean + jnp.exp(0.5 * q.log_var) * jax.random.normal(keys[i], q.mean.shape)
+      q, context = self._q_context(params, i, x if i == 0 else zs[-1])
+      shape = ((num_samples,) if i == 0 else ()) + q.mean.shape
+      eps = jax.random.normal(keys[i], shape, q.mean.dtype)
+      z, log_qz[group_name(i)] = flows.sample_and_log_prob(
+          q, eps, self.flow(i), params["encoder"].get(f"flow_{i}"), context)
       zs.append(z)
       qs.append(q)
-    log_pz, log_qz, kl = {}, {}, {}
+    if stop_grad_q:  # log q(z_i | z_{i-1}) at the live draws, q's parameters stopped
+      stopped = jax.lax.stop_gradient(params)
+      for i in range(self.num_layers):
+        q, context = self._q_context(stopped, i, x if i == 0 else zs[i - 1])
+        log_qz[group_name(i)] = flows.log_prob(q, zs[i], self.flow(i),
+                                               stopped["encoder"].get(f"flow_{i}"), context)
+    log_pz, kl = {}, {}
     for i in range(self.num_layers):
-      p = self._p(params, i, zs[i + 1] if i + 1 < self.num_layers else zs[i])
       g = group_name(i)
-      log_pz[g], log_qz[g] = p.log_prob(zs[i]), qs[i].log_prob(zs[i])
-      if i == self.num_layers - 1:  # the top layer: both sides known in closed form
-        kl[g] = jnp.broadcast_to(qs[i].kl_per_unit(p), zs[i].shape)
+      if i == self.num_layers - 1:
+        log_pz[g] = self.top_log_prior(params, zs[i])
+        if self._top_closed_form:  # the top layer: both sides known in closed form
+          p = self._p(params, i, zs[i])
+          kl[g] = jnp.broadcast_to(qs[i].kl_per_unit(p), zs[i].shape)
+      else:
+        log_pz[g] = self._p(params, i, zs[i + 1]).log_prob(zs[i])
     return Draws(z={group_name(i): zs[i] for i in range(self.num_layers)},
                  log_px_z=self._log_px_z(params, self._decode(params, zs[0]), x),
                  log_pz=log_pz, log_qz=log_qz, kl=kl)
 
   def posterior_summary(self, params, x):
+    """Each layer's q at the layer below's summary mean; with a flow, the base
+    Gaussian moved to the flow's image of its mean."""
     out, below = {}, x
     for i in range(self.num_layers):
-      q = self._q(params, i, below)
+      q, context = self._q_context(params, i, below)
+      if self.flow_steps:
+        mean, _ = self.flow(i).forward(params["encoder"][f"flow_{i}"], q.mean, context)
+        q = distributions.DiagGaussian(mean, q.log_var)
       out[group_name(i)], below = q, q.mean
     return out
 
@@ -147,8 +194,12 @@ class BottomUp(LatentVariableModel):
     above = jnp.zeros((self.latent_dims[-1],))
     for i in reversed(range(self.num_layers)):
       g = group_name(i)
-      z[g] = given[g] if g in given else temperature_sample(self._p(params, i, above), keys[i],
-                                                            temperature)
+      if g in given:
+        z[g] = given[g]
+      elif i == self.num_layers - 1:
+        z[g] = self.top_prior_sample(params, keys[i], temperature)
+      else:
+        z[g] = temperature_sample(self._p(params, i, above), keys[i], temperature)
       above = z[g]
     return z
 
@@ -161,6 +212,8 @@ class BottomUp(LatentVariableModel):
     + a_i + noise of variance D_i, x = B z_1 + b + noise of variance σ²; its
     mean and covariance follow down the stack, in float64."""
     dec = params["decoder"]
+    if "prior" in dec:
+      return None
     linear = all(set(dec[f"down_{i}"]) == {"output"} for i in range(self.num_layers - 1))
     if not (linear and set(dec["x"]) == {"output"} and self.latent_variance == "constant"
             and self.log_prob_offset == 0.0

@@ -1,5 +1,8 @@
 """One flat latent vector: z ~ p(z) = N(0, I), x | z ~ likelihood(decoder(z)),
-q(z|x) = N(encoder(x)) diagonal (Kingma & Welling 2014). With a linear decoder
+q(z|x) = N(encoder(x)) diagonal (Kingma & Welling 2014). p(z) may be a learned
+mixture or a VampPrior (`prior`, vae_jax.priors), and q(z|x) an inverse
+autoregressive flow on the Gaussian (`flow`, vae_jax.flows; the encoder then
+also emits its context vector). With a linear decoder
 and a Gaussian likelihood of one variance it is the linear-Gaussian model
 (probabilistic PCA) and log p(x) has a closed form (`exact_log_px`)."""
 
@@ -11,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions
-from vae_jax.models.base import Draws, Latents, LatentVariableModel, Params, temperature_sample
+from vae_jax import distributions, flows, priors
+from vae_jax.models.base import Draws, Latents, LatentVariableModel, Params
 
 GROUP = "z"
 
@@ -22,6 +25,8 @@ class Flat(LatentVariableModel):
   encoder: nn.Module
   decoder: nn.Module
   latent_dim: int
+  prior: priors.Prior = priors.Prior()
+  flow: flows.IAF | None = None  # an IAF posterior; None: the Gaussian
 
   @property
   def groups(self) -> dict[str, tuple[int, ...]]:
@@ -29,47 +34,80 @@ class Flat(LatentVariableModel):
 
   @property
   def analytic_kl(self) -> bool:
-    return True
+    return self.flow is None and self.prior.closed_form_kl
 
-  local_posterior = True
+  @property
+  def local_posterior(self) -> bool:  # the gap split: a Gaussian q and N(0, I)
+    return self.analytic_kl
 
   def init(self, rng: jax.Array) -> Params:
     enc_rng, dec_rng = jax.random.split(rng)
+    # The optional parts' keys leave the others as they were.
+    flow_rng, prior_rng = jax.random.split(jax.random.fold_in(rng, 1))
     x = jnp.zeros(self.image_shape, jnp.float32)
     z = jnp.zeros((self.latent_dim,), jnp.float32)
-    return {"encoder": self.encoder.init(enc_rng, x)["params"],
-            "decoder": self.decoder.init(dec_rng, z)["params"],
-            "likelihood": self.likelihood.init_params()}
+    enc = self.encoder.init(enc_rng, x)["params"]
+    dec = self.decoder.init(dec_rng, z)["params"]
+    if self.flow is not None:
+      enc = {**enc, "flow": self.flow.init(flow_rng)}
+    prior_params = self.prior.init(prior_rng)
+    if prior_params is not None:
+      dec = {**dec, "prior": prior_params}
+    return {"encoder": enc, "decoder": dec, "likelihood": self.likelihood.init_params()}
+
+  def _encoder_out(self, params: Params, x: jax.Array) -> jax.Array:
+    """(mean, log_var, the flow's context) concatenated."""
+    net = {k: v for k, v in params["encoder"].items() if k != "flow"}
+    return self.encoder.apply({"params": net}, x * self.input_scale)
 
   def encode(self, params: Params, x: jax.Array) -> distributions.DiagGaussian:
-    h = self.encoder.apply({"params": params["encoder"]}, x * self.input_scale)
+    """The Gaussian q(z|x) (with a flow: its base distribution)."""
+    h = self._encoder_out(params, x)[..., :2 * self.latent_dim]
     mean, log_var = jnp.split(h, 2, axis=-1)
     return distributions.DiagGaussian(mean, log_var)
 
   def decode(self, params: Params, z: jax.Array) -> jax.Array:
     """The likelihood's parameters, (..., *likelihood.output_shape(image_shape))."""
-    return self.decoder.apply({"params": params["decoder"]}, z)
+    net = {k: v for k, v in params["decoder"].items() if k != "prior"}
+    return self.decoder.apply({"params": net}, z)
+
+  def _draws(self, params: Params, x: jax.Array, q: distributions.DiagGaussian,
+             context: jax.Array | None, rng: jax.Array, num_samples: int,
+             stop_grad_q: bool) -> Draws:
+    eps = jax.random.normal(rng, (num_samples,) + q.mean.shape, q.mean.dtype)
+    z, log_qz = flows.sample_and_log_prob(q, eps, self.flow, params["encoder"].get("flow"),
+                                          context, stop_grad_q)
+    log_px_z = self._log_px_z(params, self.decode(params, z), x)
+    kl = ({GROUP: jnp.broadcast_to(q.kl_to_standard_normal_per_dim(), z.shape)}
+          if self.analytic_kl else {})
+    return Draws(z={GROUP: z}, log_px_z=log_px_z,
+                 log_pz={GROUP: self.top_log_prior(params, z)}, log_qz={GROUP: log_qz}, kl=kl)
 
   def draws_from(self, params: Params, x: jax.Array, q: distributions.DiagGaussian,
                  rng: jax.Array, num_samples: int) -> Draws:
-    z = q.sample(rng, num_samples)
-    log_px_z = self._log_px_z(params, self.decode(params, z), x)
-    return Draws(z={GROUP: z}, log_px_z=log_px_z,
-                 log_pz={GROUP: distributions.standard_normal_log_prob(z)},
-                 log_qz={GROUP: q.log_prob(z)},
-                 kl={GROUP: jnp.broadcast_to(q.kl_to_standard_normal_per_dim(), z.shape)})
+    return self._draws(params, x, q, None, rng, num_samples, False)
 
-  def draws(self, params: Params, x: jax.Array, rng: jax.Array, num_samples: int) -> Draws:
-    return self.draws_from(params, x, self.encode(params, x), rng, num_samples)
+  def draws(self, params: Params, x: jax.Array, rng: jax.Array, num_samples: int,
+            stop_grad_q: bool = False) -> Draws:
+    h = self._encoder_out(params, x)
+    d = self.latent_dim
+    q = distributions.DiagGaussian(h[..., :d], h[..., d:2 * d])
+    return self._draws(params, x, q, h[..., 2 * d:], rng, num_samples, stop_grad_q)
 
   def posterior_summary(self, params, x):
-    return {GROUP: self.encode(params, x)}
+    """q(z|x); with a flow, its base Gaussian moved to the flow's image of the
+    base mean (a point summary: what active units and reconstructions use)."""
+    q = self.encode(params, x)
+    if self.flow is None:
+      return {GROUP: q}
+    context = self._encoder_out(params, x)[..., 2 * self.latent_dim:]
+    mean, _ = self.flow.forward(params["encoder"]["flow"], q.mean, context)
+    return {GROUP: distributions.DiagGaussian(mean, q.log_var)}
 
   def sample_latents(self, params, rng, temperature=1.0, given=None) -> Latents:
     if given and GROUP in given:
       return {GROUP: given[GROUP]}
-    prior = distributions.DiagGaussian(jnp.zeros(self.latent_dim), jnp.zeros(self.latent_dim))
-    return {GROUP: temperature_sample(prior, rng, temperature)}
+    return {GROUP: self.top_prior_sample(params, rng, temperature)}
 
   def mean_image(self, params, z):
     return self.likelihood.mean_image(self.decode(params, z[GROUP]), params["likelihood"])

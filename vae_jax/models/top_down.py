@@ -18,6 +18,14 @@ it. Between resolutions h is doubled by a resize-convolution; a last one
 reaches the image's resolution, where a 3×3 convolution emits the likelihood's
 parameters. Latent group g at scale s has shape (r_s, r_s, latent_channels),
 r_s = side / 2^(num_scales - s).
+
+Options: the top group's prior may be a learned mixture or a VampPrior
+(`prior`; q(z_1|x) stays the prior head's Gaussian plus the residual, the
+head only serving as its base), and each q(z_g|·) an inverse autoregressive
+flow (`flow_steps` > 0) applied at every spatial position over the group's
+channels (the MADE is autoregressive over the latent_channels of one
+position; positions are independent given the context, which the posterior
+head emits as flow_hidden extra channels). Either takes the group's closed-form KL away.
 """
 
 import dataclasses
@@ -27,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions
+from vae_jax import distributions, flows, priors
 from vae_jax.models.base import (
   Draws,
   Latents,
@@ -60,6 +68,18 @@ class TopDown(LatentVariableModel):
   blocks_per_group: int = 1
   encoder_blocks: int = 1  # residual blocks per scale in the bottom-up pass
   activation: str = "swish"
+  prior: priors.Prior = priors.Prior()
+  flow_steps: int = 0  # > 0: an IAF posterior in every group, over its channels
+  flow_hidden: int = 64
+
+  @property
+  def context_dim(self) -> int:
+    return self.flow_hidden if self.flow_steps else 0
+
+  def flow(self) -> flows.IAF | None:
+    if not self.flow_steps:
+      return None
+    return flows.IAF(self.latent_channels, self.context_dim, self.flow_steps, self.flow_hidden)
 
   @property
   def num_scales(self) -> int:
@@ -83,7 +103,7 @@ class TopDown(LatentVariableModel):
 
   @property
   def analytic_kl(self) -> bool:
-    return True
+    return self.flow_steps == 0 and self.prior.closed_form_kl
 
   @property
   def floats_per_draw(self) -> int:
@@ -101,7 +121,7 @@ class TopDown(LatentVariableModel):
         enc[f"block_{s}_{j}"] = ResBlock(c, self.activation)
     dec = {}
     for g, _ in self.group_scales:
-      enc[f"posterior_{g}"] = _conv(2 * zc, zero=True)
+      enc[f"posterior_{g}"] = _conv(2 * zc + self.context_dim, zero=True)
       dec[f"prior_{g}"] = _conv(2 * zc, zero=True)
       dec[f"proj_{g}"] = _conv(c, size=1)
       for j in range(self.blocks_per_group):
@@ -129,6 +149,13 @@ class TopDown(LatentVariableModel):
     enc = {n: init(n, m) for n, m in enc_mods.items()}
     dec = {n: init(n, m) for n, m in dec_mods.items()}
     dec["h_top"] = 0.1 * jax.random.normal(next(keys), self.resolution(0) + (c,))
+    extra = jax.random.fold_in(rng, 1)  # the optional parts' keys leave the others as they were
+    for i, (g, _) in enumerate(self.group_scales):
+      if self.flow_steps:
+        enc[f"flow_{g}"] = self.flow().init(jax.random.fold_in(extra, i))
+    prior_params = self.prior.init(jax.random.fold_in(extra, len(self.group_scales)))
+    if prior_params is not None:
+      dec["prior"] = prior_params
     return {"encoder": enc, "decoder": dec, "likelihood": self.likelihood.init_params()}
 
   def _features(self, params: Params, x: jax.Array) -> list[jax.Array]:
@@ -165,38 +192,68 @@ class TopDown(LatentVariableModel):
     raw = apply("output", act(h))
     return raw.reshape(batch + self.likelihood.output_shape(self.image_shape))
 
-  def _posterior(self, params: Params, g: str, prior, h, f) -> distributions.DiagGaussian:
+  def _posterior(self, params: Params, g: str, prior, h, f
+                 ) -> tuple[distributions.DiagGaussian, jax.Array]:
+    """The Gaussian q(z_g|·) (with a flow, its base) and the flow's context."""
     enc_mods = self._pieces()[0]
     act = ACTIVATIONS[self.activation]
     f = jnp.broadcast_to(f, h.shape[:-1] + f.shape[-1:])
-    delta = enc_mods[f"posterior_{g}"].apply({"params": params["encoder"][f"posterior_{g}"]},
-                                             act(jnp.concatenate([h, f], axis=-1)))
-    d_mean, d_log_var = jnp.split(delta, 2, axis=-1)
-    return distributions.DiagGaussian(prior.mean + d_mean,
-                                      soft_clamp(prior.log_var + d_log_var, LOG_VAR_BOUND))
+    out = enc_mods[f"posterior_{g}"].apply({"params": params["encoder"][f"posterior_{g}"]},
+                                           act(jnp.concatenate([h, f], axis=-1)))
+    zc = self.latent_channels
+    d_mean, d_log_var = out[..., :zc], out[..., zc:2 * zc]
+    return (distributions.DiagGaussian(prior.mean + d_mean,
+                                       soft_clamp(prior.log_var + d_log_var, LOG_VAR_BOUND)),
+            out[..., 2 * zc:])
 
-  def draws(self, params, x, rng, num_samples):
+  def _summary(self, params: Params, g: str, prior, h, f) -> distributions.DiagGaussian:
+    q, context = self._posterior(params, g, prior, h, f)
+    if not self.flow_steps:
+      return q
+    mean, _ = self.flow().forward(params["encoder"][f"flow_{g}"], q.mean, context)
+    return distributions.DiagGaussian(mean, q.log_var)
+
+  def draws(self, params, x, rng, num_samples, stop_grad_q=False):
     feats = self._features(params, x)
     out = {"z": {}, "log_pz": {}, "log_qz": {}, "kl": {}}
     keys = dict(zip(self.groups, jax.random.split(rng, len(self.groups))))
+    top = next(iter(self.groups))
 
     def choose(g, s, prior, h):
-      q = self._posterior(params, g, prior, h, feats[s])
-      z = q.mean + jnp.exp(0.5 * q.log_var) * jax.random.normal(keys[g], q.mean.shape)
+      q, context = self._posterior(params, g, prior, h, feats[s])
+      eps = jax.random.normal(keys[g], q.mean.shape)
+      z, out["log_qz"][g] = flows.sample_and_log_prob(
+          q, eps, self.flow(), params["encoder"].get(f"flow_{g}"), context, event_ndim=3)
       out["z"][g] = z
-      out["log_qz"][g] = jnp.sum(q.log_prob_per_unit(z).reshape(num_samples, -1), axis=1)
-      out["log_pz"][g] = jnp.sum(prior.log_prob_per_unit(z).reshape(num_samples, -1), axis=1)
-      out["kl"][g] = q.kl_per_unit(prior)
+      if g == top and not self.prior.closed_form_kl:
+        out["log_pz"][g] = self.top_log_prior(params, z)
+      else:
+        out["log_pz"][g] = jnp.sum(prior.log_prob_per_unit(z).reshape(num_samples, -1), axis=1)
+        if not self.flow_steps:
+          out["kl"][g] = q.kl_per_unit(prior)
       return z
 
     raw = self._top_down(params, (num_samples,), choose)
+    if stop_grad_q:
+      # log q(z_g | z_<g, x) at the live draws, every parameter of q stopped (the
+      # top-down state's too): a second top-down pass with stopped parameters.
+      stopped = jax.lax.stop_gradient(params)
+      stopped_feats = self._features(stopped, x)
+
+      def density(g, s, prior, h):
+        q, context = self._posterior(stopped, g, prior, h, stopped_feats[s])
+        out["log_qz"][g] = flows.log_prob(q, out["z"][g], self.flow(),
+                                          stopped["encoder"].get(f"flow_{g}"), context, 3)
+        return out["z"][g]
+
+      self._top_down(stopped, (num_samples,), density)
     return Draws(log_px_z=self._log_px_z(params, raw, x), **out)
 
   def posterior_summary(self, params, x):
     feats, out = self._features(params, x), {}
 
     def choose(g, s, prior, h):
-      out[g] = self._posterior(params, g, prior, h, feats[s])
+      out[g] = self._summary(params, g, prior, h, feats[s])
       return out[g].mean
 
     self._top_down(params, (), choose)
@@ -207,8 +264,15 @@ class TopDown(LatentVariableModel):
     keys = dict(zip(self.groups, jax.random.split(rng, len(self.groups))))
     out = {}
 
+    top = next(iter(self.groups))
+
     def choose(g, s, prior, h):
-      out[g] = given[g] if g in given else temperature_sample(prior, keys[g], temperature)
+      if g in given:
+        out[g] = given[g]
+      elif g == top and not self.prior.closed_form_kl:
+        out[g] = self.top_prior_sample(params, keys[g], temperature)
+      else:
+        out[g] = temperature_sample(prior, keys[g], temperature)
       return out[g]
 
     self._top_down(params, (), choose)
