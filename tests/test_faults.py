@@ -79,7 +79,9 @@ def _truncate(path: str) -> None:
   """Cuts the file mid-line, as a kill or a full disk mid-write would."""
   b = pathlib.Path(path).read_bytes()
   n = len(b) // 2
-  pathlib.Path(path).write_bytes(b[:n - 2 if b[n - 1:n] == b"\n" else n])
+  while b[n - 1:n] in (b"\n", b"}"):  # a cut after a whole line (or object) is no damage
+    n -= 1
+  pathlib.Path(path).write_bytes(b[:n])
 
 
 def _wrong_shape(path: str) -> None:
