@@ -171,6 +171,16 @@ def temperature_sample(p: distributions.DiagGaussian, rng: jax.Array,
   return p.mean + temperature * jnp.exp(0.5 * p.log_var) * eps
 
 
+LOG_VAR_BOUND = 10.0  # |log σ²| of every conditional Gaussian, softly
+
+
+def split_gaussian(h: jax.Array) -> distributions.DiagGaussian:
+  """A network's output (..., 2n) as N(mean, exp(log σ²)), the log-variance
+  softly clamped to ±LOG_VAR_BOUND."""
+  mean, log_var = jnp.split(h, 2, axis=-1)
+  return distributions.DiagGaussian(mean, soft_clamp(log_var, LOG_VAR_BOUND))
+
+
 def soft_clamp(x: jax.Array, bound: float) -> jax.Array:
   """bound · tanh(x / bound): keeps log-variances in range with gradients
   everywhere (NVAE's soft clamping), so one bad step cannot give exp(±inf)."""

@@ -34,22 +34,16 @@ from vae_jax.models.base import (
   Latents,
   LatentVariableModel,
   Params,
-  soft_clamp,
+  split_gaussian,
   temperature_sample,
 )
 from vae_jax.models.flat import gaussian_marginal_log_prob
 from vae_jax.networks import MLP
 
-LOG_VAR_BOUND = 10.0  # |log σ²| of every conditional, softly
-
 
 def group_name(i: int) -> str:
   return f"z{i + 1}"  # z1 is the layer next to x
 
-
-def _gaussian(h: jax.Array) -> distributions.DiagGaussian:
-  mean, log_var = jnp.split(h, 2, axis=-1)
-  return distributions.DiagGaussian(mean, soft_clamp(log_var, LOG_VAR_BOUND))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +122,7 @@ class BottomUp(LatentVariableModel):
     else:
       h = self._up(i - 1).apply({"params": params["encoder"][f"up_{i - 1}"]}, below)
     d = self.latent_dims[i]
-    return _gaussian(h[..., :2 * d]), h[..., 2 * d:]
+    return split_gaussian(h[..., :2 * d]), h[..., 2 * d:]
 
   def _p(self, params: Params, i: int, above: jax.Array) -> distributions.DiagGaussian:
     """p(z_{i+1} | z_{i+2}); the top layer's prior is N(0, I)."""
@@ -137,7 +131,7 @@ class BottomUp(LatentVariableModel):
       return distributions.DiagGaussian(zeros, zeros)
     h = self._down(i).apply({"params": params["decoder"][f"down_{i}"]}, above)
     if self.latent_variance == "network":
-      return _gaussian(h)
+      return split_gaussian(h)
     return distributions.DiagGaussian(h, jnp.broadcast_to(params["decoder"][f"log_var_{i}"],
                                                           h.shape))
 

@@ -37,27 +37,23 @@ import jax.numpy as jnp
 
 from vae_jax import distributions, flows, priors
 from vae_jax.models.base import (
+  LOG_VAR_BOUND,
   Draws,
   Latents,
   LatentVariableModel,
   Params,
   soft_clamp,
+  split_gaussian,
   temperature_sample,
 )
 from vae_jax.networks import ACTIVATIONS, ResBlock
 from vae_jax.networks.layers import upsample
-
-LOG_VAR_BOUND = 10.0
 
 
 def _conv(features: int, size: int = 3, zero: bool = False, stride: int = 1) -> nn.Module:
   init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
   return nn.Conv(features, (size, size), strides=(stride, stride), kernel_init=init)
 
-
-def _gaussian(h: jax.Array) -> distributions.DiagGaussian:
-  mean, log_var = jnp.split(h, 2, axis=-1)
-  return distributions.DiagGaussian(mean, soft_clamp(log_var, LOG_VAR_BOUND))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +178,7 @@ class TopDown(LatentVariableModel):
     h = jnp.broadcast_to(p["h_top"], batch + p["h_top"].shape)
     scales = self.group_scales
     for idx, (g, s) in enumerate(scales):
-      prior = _gaussian(apply(f"prior_{g}", act(h)))
+      prior = split_gaussian(apply(f"prior_{g}", act(h)))
       z = choose(g, s, prior, h)
       h = h + apply(f"proj_{g}", z)
       for j in range(self.blocks_per_group):
