@@ -13,31 +13,15 @@ sampled estimate, and the trained model against pPCA's maximum with the
   python scripts/train.py --config=experiments/linear_gaussian_hierarchy.py --workdir=runs/lgh
 """
 
-from vae_jax import config as config_lib
-from vae_jax import experiment_args
+from experiments import linear_gaussian
 
 
 def get_config(arg: str | None = None):
-  a = experiment_args.parse(arg, small=bool)
-  c = config_lib.default()
-  c.data.name = "linear_gaussian"
-  c.data.test_size = 500
-  c.data.validation_size = 500
+  c = linear_gaussian.get_config(arg)  # its data, budget, small form and arguments
   c.model.name = "bottom_up"
-  c.model.encoder_hidden = c.model.decoder_hidden = ()
   c.model.latent_dims = (4, 2)
   c.model.stochastic_hidden = ((),)
   c.model.latent_variance = "constant"
-  c.model.likelihood = "gaussian"
-  c.model.gaussian_variance = "scalar"
-  c.objective.num_samples = 4
   c.objective.kl = "mc"
-  c.optimizer.learning_rate = 1e-2
-  c.train.batch_size = 200
-  c.train.num_steps = 4000
-  c.train.log_every_steps = 200
-  c.train.eval_every_steps = c.train.checkpoint_every_steps = 1000
-  c.eval.num_importance_samples = 1000
-  if a.small:
-    config_lib.small_form(c, num_steps=40, batch_size=100, every=10, num_importance_samples=20)
+  c.eval.gap_examples = 0  # the gap split needs one Gaussian q(z|x) (the flat model)
   return c
