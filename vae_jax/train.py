@@ -300,7 +300,9 @@ class RunFiles:
                                           t.keep_checkpoints)
     self.best = checkpoints.Checkpoints(os.path.join(workdir, "best"), 1)
     self.env = provenance.environment()
-    self.meta = {"best_elbo": -math.inf, "best_step": None}
+    # train_seconds: wall time of the training loop (validation and checkpoints
+    # included, the test evaluation not), summed over resumes.
+    self.meta = {"best_elbo": -math.inf, "best_step": None, "train_seconds": 0.0}
     self.start, self.state = 0, state
     restored = self.latest.restore_newest_good(state)
     if restored:
@@ -326,6 +328,15 @@ class RunFiles:
         os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
     backend.barrier("config written")
     self.writer = writers.NullWriter()
+
+  def start_clock(self) -> None:
+    self._clock = (time.time(), self.meta.get("train_seconds", 0.0))
+
+  def tick(self) -> float:
+    """The run's training seconds so far, kept in the checkpoints' metadata."""
+    started, before = self._clock
+    self.meta["train_seconds"] = before + time.time() - started
+    return self.meta["train_seconds"]
 
   def open_writer(self) -> None:
     if self.lead:
@@ -377,11 +388,15 @@ class RunFiles:
     config, model, data = self.config, self.model, self.data
     best_step = self.best.latest_step()
     best_state, _ = self.best.restore(best_step, like=like)
-    test = evaluation.full_evaluation(model, best_state.eval_params, data.test,
+    eval_start = time.time()
+    n = config.eval.test_examples  # None: all of them
+    test_images = data.test[:n]
+    test_labels = None if data.test_labels is None else data.test_labels[:n]
+    test = evaluation.full_evaluation(model, best_state.eval_params, test_images,
                                       jax.random.fold_in(self.eval_key, 1), config.eval,
                                       mesh=mesh, objective=objective, estimator=estimator)
     host_params = backend.gather(best_state.eval_params)
-    exact = linear_gaussian.report(model, host_params, data.train, data.test, test)
+    exact = linear_gaussian.report(model, host_params, data.train, test_images, test)
     if exact is not None:
       test["linear_gaussian"] = exact
     if jax.process_count() > 1:  # the replicas must agree, or a number below is a lie
@@ -391,7 +406,7 @@ class RunFiles:
             f"{self.total_steps}, local parameter copy sha256 {fingerprint}", file=sys.stderr)
     if self.lead and config.eval.figures:
       self.writer.flush()
-      figures = plots.run_figures(model, host_params, data.test, data.test_labels,
+      figures = plots.run_figures(model, host_params, test_images, test_labels,
                                   self.image_keys, writers.read_jsonl(self.writer.path), test)
       for name, image in figures.items():
         path = os.path.join(self.workdir, "images", f"{name}.png")
@@ -403,6 +418,8 @@ class RunFiles:
     result = {"split": "test", "checkpoint": "best", "step": int(best_step),
               "params": "raw" if config.train.ema_decay is None else "ema",
               "validation_elbo": self.meta["best_elbo"], "test": test,
+              "train_seconds": self.meta.get("train_seconds"),
+              "eval_seconds": time.time() - eval_start,
               "provenance": provenance.provenance()}
     final = {"test_elbo": test["elbo"]["value"], "test_nll": test["nll"]["value"],
              "test_nll_bits_per_dim": test["nll"]["bits_per_dim"], "test_rate": test["rate"],
@@ -478,6 +495,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         train_images = jax.device_put(data.train)
       pending: list[dict] = []
       step, last_log_step, last_log_time = start, start, time.time()
+      run.start_clock()
       bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
                       disable=not (t.progress_bar and lead), file=sys.stderr,
                       dynamic_ncols=True)
@@ -504,6 +522,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         # Everything written from here on depends on this state: check it first.
         row = run.check_finite(drain(pending), step)
         row["num_devices"] = num_devices
+        row["train_seconds"] = run.tick()
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
                                    / (time.time() - last_log_time))
         last_log_step = step

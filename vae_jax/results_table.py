@@ -1,0 +1,213 @@
+"""The results table: finished runs of named experiments, set beside the
+published numbers they reproduce or set out to beat (scripts/results.py).
+
+A `Row` names an experiment file with its argument and the config overrides of
+its command; `experiments/results_table.py` lists the table's rows. `gather`
+reads each row's run in RUNS/<row id>: its eval.json (test NLL with its errors),
+config.json (the budget) and the experiment's `config.reference`. A row whose
+run is missing says "not run" (and, for a GPU protocol on a CPU, why); a run
+whose recorded config no longer matches the experiment's says "stale" and shows
+no number. `write` puts the rows in results.md and results.csv.
+"""
+
+import csv
+import dataclasses
+import datetime
+import io
+import math
+import os
+import shlex
+from typing import Any
+
+import ml_collections
+
+from vae_jax import cli, runs, writers
+from vae_jax import config as config_lib
+
+# Fields that do not change a run's numbers: a run that differs from today's
+# experiment only in these still stands for it.
+_NOT_A_CHANGE = ("reference.", "train.progress_bar", "train.keep_checkpoints", "eval.figures",
+                 "eval.num_images", "backend")
+
+CSV_COLUMNS = ("row", "id", "title", "config", "command", "dataset", "test_protocol",
+               "status", "nll", "nll_se", "nll_mc_err", "elbo", "bits_per_dim",
+               "num_importance_samples", "test_examples", "train_minutes", "eval_minutes",
+               "epochs", "steps", "batch_size", "hardware", "reference", "reference_nll",
+               "reference_bits_per_dim", "difference", "differences")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  id: str  # the run's folder under the runs directory
+  row: str  # its place in the table ("3", "4b")
+  title: str
+  config: str  # experiments/FILE.py[:arg]
+  overrides: tuple[tuple[str, Any], ...] = ()  # (dotted field, value): --config.field=value
+  needs: str = "cpu"  # cpu | gpu: the backend its budget is meant for
+
+  def experiment_config(self) -> ml_collections.ConfigDict:
+    """The config its command trains today: the file's, with the overrides."""
+    c = cli.load_config_file(self.config)
+    for key, value in self.overrides:
+      *parents, leaf = key.split(".")
+      node = c
+      for part in parents:
+        node = node[part]
+      node[leaf] = value
+    if self.needs == "gpu":
+      c.backend = "gpu"
+    return c
+
+  def command(self, runs_dir: str) -> str:
+    args = [f"--config={self.config}", f"--workdir={os.path.join(runs_dir, self.id)}"]
+    args += [f"--config.{k}={v}" for k, v in self.overrides]
+    if self.needs == "gpu":
+      args.append("--config.backend=gpu")
+    return "python scripts/train.py " + " ".join(shlex.quote(a) for a in args)
+
+
+def _stale_fields(run_dir: str, expected: ml_collections.ConfigDict) -> list[str]:
+  recorded = runs.read_json(os.path.join(run_dir, runs.CONFIG_FILE), runs.CONFIG_KEYS)["config"]
+  old, new = runs.flatten_dict(recorded), config_lib.flatten(expected)
+  return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+          and not any(k == s or (s.endswith(".") and k.startswith(s)) for s in _NOT_A_CHANGE)]
+
+
+def _dataset(c: ml_collections.ConfigDict, record: dict | None) -> str:
+  d = c.data
+  source = os.path.basename(d.path) if d.name == "npz" and d.path else d.name
+  text = f"{source}, binarisation {d.binarize}" if d.binarize != "none" else source
+  if record is not None:
+    text += (f"; {record['num_train_examples']:,} train, {d.validation_size:,} validation, "
+             f"{d.test_size:,} test")
+  return text
+
+
+def _hardware(evaluation: dict) -> str:
+  p = evaluation.get("provenance", {})
+  if p.get("platform") == "cpu":
+    return f"CPU, {p.get('cpu_count')} cores"
+  return f"{p.get('device_count', 1)} × {p.get('device_kind')}"
+
+
+def _number(x: Any, digits: int) -> Any:
+  return "" if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
+
+
+def gather_row(row: Row, runs_dir: str, backend: str = "cpu") -> dict[str, Any]:
+  """One row of the table: the experiment and its reference, and the run's
+  figures when a finished run of today's config is in RUNS/<id>."""
+  c = row.experiment_config()
+  ref = c.reference
+  run_dir = os.path.join(runs_dir, row.id)
+  out = {k: "" for k in CSV_COLUMNS}
+  out.update(row=row.row, id=row.id, title=row.title, config=row.config,
+             command=row.command(runs_dir), dataset=_dataset(c, None),
+             reference=" — ".join(p for p in (ref.source, ref.table) if p),
+             reference_nll=_number(ref.nll, 2), reference_bits_per_dim=_number(ref.bits_per_dim, 3),
+             differences=ref.differences, batch_size=c.train.batch_size)
+  evaluation = runs.read_eval(os.path.join(run_dir, runs.EVAL_FILE))
+  if evaluation is None:
+    out["status"] = ("not run: needs a GPU" if row.needs == "gpu" and backend != "gpu"
+                     else "not run")
+    return out
+  try:
+    stale = _stale_fields(run_dir, c)
+    record = runs.read_json(os.path.join(run_dir, runs.CONFIG_FILE), runs.CONFIG_KEYS)
+  except (runs.DamagedFile, OSError) as e:
+    out["status"] = f"not run: {e}"
+    return out
+  if stale:
+    out["status"] = (f"stale: the run's config differs from the experiment's in "
+                     f"{', '.join(stale[:4])}{' …' if len(stale) > 4 else ''}; rerun the command")
+    return out
+  t = evaluation["test"]
+  nll = t.get("nll", {})
+  steps = record["total_steps"]
+  train_seconds = evaluation.get("train_seconds")
+  out.update(
+      status="finished", dataset=_dataset(c, record),
+      test_protocol=(f"importance sampling, k={t.get('num_importance_samples')}, "
+                     f"{t['num_examples']:,} test images, checkpoint of step "
+                     f"{evaluation['step']:,} (best validation ELBO)"),
+      nll=_number(nll.get("value"), 3), nll_se=_number(nll.get("se"), 3),
+      nll_mc_err=_number(nll.get("mc_err"), 4), elbo=_number(t["elbo"]["value"], 3),
+      bits_per_dim=_number(nll.get("bits_per_dim"), 4),
+      num_importance_samples=t.get("num_importance_samples", ""),
+      test_examples=t["num_examples"],
+      train_minutes=_number(None if train_seconds is None else train_seconds / 60, 1),
+      eval_minutes=_number(evaluation.get("eval_seconds", 0) / 60 or None, 1),
+      epochs=_number(steps * c.train.batch_size / record["num_train_examples"], 1),
+      steps=steps, hardware=_hardware(evaluation))
+  if ref.nll is not None and nll:
+    out["difference"] = _number(nll["value"] - ref.nll, 2)
+  elif ref.bits_per_dim is not None and nll:
+    out["difference"] = _number(nll["bits_per_dim"] - ref.bits_per_dim, 3)
+  return out
+
+
+def gather(rows: list[Row], runs_dir: str, backend: str = "cpu") -> list[dict[str, Any]]:
+  return [gather_row(r, runs_dir, backend) for r in rows]
+
+
+def to_csv(table: list[dict[str, Any]]) -> str:
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+  w.writeheader()
+  w.writerows(table)
+  return buf.getvalue()
+
+
+def _cell(x: Any) -> str:
+  return str(x).replace("|", "\\|") if x != "" else "—"
+
+
+def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> str:
+  lines = ["# Results", "",
+           f"Generated by `python scripts/results.py --runs={runs_dir}` on "
+           f"{datetime.date.today().isoformat()} from the runs it names; do not edit by hand. "
+           "Every figure is measured by this project: test NLL in nats by importance sampling, "
+           "± its standard error across test images, [its Monte Carlo error]. Δ is our NLL "
+           "minus the published one (negative: better), across different protocols where the "
+           "row says so.", ""]
+  if intro:
+    lines += [intro, ""]
+  lines += ["| # | experiment | test NLL (nats) | bits/dim | published | Δ | train min | "
+            "epochs | hardware | status |", "|" + "---|" * 10]
+  for r in table:
+    nll = (f"{r['nll']:.2f} ± {r['nll_se']:.2f} [{r['nll_mc_err']:.3f}]" if r["nll"] != ""
+           else "")
+    published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
+    status = r["status"] if r["status"] != "finished" else "measured"
+    lines.append("| " + " | ".join(_cell(x) for x in (
+        r["row"], r["title"], nll, r["bits_per_dim"], published, r["difference"],
+        r["train_minutes"], r["epochs"], r["hardware"], status)) + " |")
+  lines += ["", "## Rows", ""]
+  for r in table:
+    lines += [f"### {r['row']}. {r['title']}", "",
+              f"- config: `{r['config']}`", f"- command: `{r['command']}`",
+              f"- data: {r['dataset']}"]
+    if r["test_protocol"]:
+      lines.append(f"- test: {r['test_protocol']}")
+    if r["nll"] != "":
+      lines.append(f"- test ELBO {r['elbo']} nats; {r['steps']:,} steps of batch "
+                   f"{r['batch_size']} ({r['epochs']} epochs) in {r['train_minutes']} "
+                   f"minutes on {r['hardware']}; evaluation {r['eval_minutes']} minutes")
+    lines.append(f"- published: {r['reference'] or 'none'}"
+                 + (f" — {r['reference_nll']} nats" if r["reference_nll"] != "" else ""))
+    if r["differences"]:
+      lines.append(f"- how the protocol differs: {r['differences']}")
+    lines.append(f"- status: {r['status']}")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write(table: list[dict[str, Any]], out_dir: str, runs_dir: str, intro: str = ""
+          ) -> tuple[str, str]:
+  """results.md and results.csv in `out_dir`, each written whole or not at all."""
+  md, csv_path = os.path.join(out_dir, "results.md"), os.path.join(out_dir, "results.csv")
+  with writers.writing(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+  writers.atomic_write_text(md, to_markdown(table, runs_dir, intro) + "\n")
+  writers.atomic_write_text(csv_path, to_csv(table))
+  return md, csv_path
