@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from vae_jax import config as config_lib
-from vae_jax import data, flows, models, objectives, priors
+from vae_jax import data, flows, models, objectives, plots, priors
 from vae_jax.errors import UserError
 
 from conftest import train_cli
@@ -221,6 +221,9 @@ def test_mixture_prior_in_every_model(name):
   assert top not in d.kl
   z = m.sample_latents(params, jax.random.key(3))
   assert {g: v.shape for g, v in z.items()} == m.groups
+  # The figures sample from host (NumPy) parameters, vmapped over keys.
+  grid = plots.sample_grid(m, jax.device_get(params), jax.random.split(jax.random.key(4), 4))
+  assert grid.dtype == np.uint8 and grid.size > 0
 
 
 # --- Estimators --------------------------------------------------------------------------

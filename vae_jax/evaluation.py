@@ -334,7 +334,7 @@ def format_evaluation(result: dict) -> str:
                  f"{test['mutual_information_ceiling']:.3f}, + marginal KL "
                  f"{test['marginal_kl']:.3f}), "
                  f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
-                 f"{len(test['kl_per_dim'])} units active")
+                 f"{sum(g['units'] for g in test['groups'].values())} units active")
   else:
     lines.append(f"  rate {test['rate']:.3f} nats, distortion {test['distortion']:.3f} nats, "
                  f"{test['active_units']} of "

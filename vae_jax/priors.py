@@ -85,4 +85,6 @@ class Prior:
       return temperature * eps
     log_w, comp = self.mixture(params, posterior_at)
     k = jax.random.categorical(pick, log_w)
-    return comp.mean[k] + temperature * jnp.exp(0.5 * comp.log_var[k]) * eps
+    # jnp: the parameters may be host (NumPy) arrays, which a traced k cannot index.
+    mean, log_var = jnp.asarray(comp.mean)[k], jnp.asarray(comp.log_var)[k]
+    return mean + temperature * jnp.exp(0.5 * log_var) * eps
