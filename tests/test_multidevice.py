@@ -12,7 +12,8 @@ from vae_jax import runs
 
 from conftest import ROOT, train_cli
 
-_EIGHT = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+_EIGHT = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                      + " --xla_force_host_platform_device_count=8").strip())
 
 
 def _train(workdir, env, *extra):
