@@ -23,6 +23,8 @@ from vae_jax import cli  # noqa: E402
 _RUNS = flags.DEFINE_string("runs", "runs/results", "Folder of the rows' runs.")
 _OUT = flags.DEFINE_string("out", "docs", "Folder for results.md and results.csv.")
 _ROWS = flags.DEFINE_string("rows", "experiments/results_table.py", "File defining ROWS.")
+_NOTE = flags.DEFINE_string("note", "", "A paragraph for the top of results.md (e.g. how "
+                            "the machine was shared while the rows trained).")
 _TRAIN = flags.DEFINE_string("train", "", "Rows to train first: ids (comma-separated), or "
                              "'missing' for every row with no finished run.")
 
@@ -57,7 +59,7 @@ def main(argv):
       print(f"row {row.id} failed (exit {code}); its row says so, the others go on",
             file=sys.stderr)
   table = results_table.gather(rows, _RUNS.value, backend)
-  md, csv_path = results_table.write(table, _OUT.value, _RUNS.value)
+  md, csv_path = results_table.write(table, _OUT.value, _RUNS.value, _NOTE.value)
   done = sum(r["status"] == "finished" for r in table)
   print(f"{done} of {len(table)} rows measured; written to {md} and {csv_path}")
 
