@@ -172,15 +172,17 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
            "row says so.", ""]
   if intro:
     lines += [intro, ""]
-  lines += ["| # | experiment | test NLL (nats) | bits/dim | published | Δ | train min | "
-            "epochs | hardware | status |", "|" + "---|" * 10]
+  lines += ["| # | experiment | test NLL (nats) | k, test images | bits/dim | published | Δ | "
+            "train min | epochs | hardware | status |", "|" + "---|" * 11]
   for r in table:
     nll = (f"{r['nll']:.2f} ± {r['nll_se']:.2f} [{r['nll_mc_err']:.3f}]" if r["nll"] != ""
            else "")
     published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
     status = r["status"] if r["status"] != "finished" else "measured"
+    protocol = (f"{r['num_importance_samples']}, {r['test_examples']:,}" if r["nll"] != ""
+                else "")
     lines.append("| " + " | ".join(_cell(x) for x in (
-        r["row"], r["title"], nll, r["bits_per_dim"], published, r["difference"],
+        r["row"], r["title"], nll, protocol, r["bits_per_dim"], published, r["difference"],
         r["train_minutes"], r["epochs"], r["hardware"], status)) + " |")
   lines += ["", "## Rows", ""]
   for r in table:
