@@ -22,6 +22,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_backend_optimization_level=0").strip()
 
 from vae_jax import cli  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 
 def experiment(name: str, arg: str | None = "small"):
@@ -29,6 +30,19 @@ def experiment(name: str, arg: str | None = "small"):
   config = cli.load_config_file(spec)
   config.train.progress_bar = False
   return config
+
+
+def model_config(name: str, **fields):
+  """A tiny model config of `name` (flat, bottom_up, top_down) for 8×8 images;
+  `fields` override config.model's fields."""
+  c = config_lib.default().model
+  c.name, c.likelihood = name, "bernoulli"
+  c.encoder_hidden = c.decoder_hidden = (16,)
+  c.latent_dim, c.latent_dims, c.stochastic_hidden = 3, (4, 3), ((5,),)
+  c.width, c.latent_channels, c.groups_per_scale = 8, 2, (1, 2)
+  for k, v in fields.items():
+    setattr(c, k, v)
+  return c
 
 
 def train_cli(workdir, *args, env=None) -> subprocess.CompletedProcess:

@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import config as config_lib
 from vae_jax import data, models, networks, objectives
+
+from conftest import model_config
 
 SHAPE = (8, 8, 1)
 
 
-def _config(name: str, **fields):
-  c = config_lib.default().model
-  c.name, c.likelihood = name, "bernoulli"
-  c.encoder_hidden = c.decoder_hidden = (16,)
-  c.latent_dim, c.latent_dims, c.stochastic_hidden = 3, (4, 3), ((5,),)
-  c.width, c.latent_channels, c.groups_per_scale = 8, 2, (1, 2)
-  for k, v in fields.items():
-    setattr(c, k, v)
-  return c
-
-
 def _model(name: str, shape=SHAPE, levels=2, **fields):
-  m = models.build(_config(name, **fields), data.DataSpec(shape, levels))
+  m = models.build(model_config(name, **fields), data.DataSpec(shape, levels))
   params = m.init(jax.random.key(0))
   # Move every parameter off its initial value (top-down heads start at zero).
   leaves, tree = jax.tree.flatten(params)
@@ -111,7 +101,7 @@ class LinearGaussianHierarchy:
   joint of (z1, z2, x) is Gaussian, so p(x) and p(z | x) are exact (float64)."""
 
   def __init__(self, seed=0):
-    c = _config("bottom_up", likelihood="gaussian", gaussian_variance="scalar",
+    c = model_config("bottom_up", likelihood="gaussian", gaussian_variance="scalar",
                 encoder_hidden=(), decoder_hidden=(), latent_dims=(3, 2),
                 stochastic_hidden=((),), latent_variance="constant")
     self.model = models.build(c, data.DataSpec((5,), None))
@@ -210,7 +200,7 @@ def test_linear_gaussian_hierarchy_exact_log_px_and_importance_sampling(lgh):
 def test_top_down_starts_with_q_equal_to_p_and_samples_at_temperature():
   """Both heads start at zero: every group's KL is exactly 0 at initialisation.
   At temperature 0 a prior sample is deterministic, and given groups are kept."""
-  m = models.build(_config("top_down"), data.DataSpec(SHAPE, 2))
+  m = models.build(model_config("top_down"), data.DataSpec(SHAPE, 2))
   params = m.init(jax.random.key(0))
   d = m.draws(params, _binary_images(1)[0], jax.random.key(1), 3)
   for g, kl in d.kl_analytic_per_group().items():
@@ -229,7 +219,7 @@ def test_top_down_starts_with_q_equal_to_p_and_samples_at_temperature():
 @pytest.mark.parametrize("name", ["conv", "resnet"])
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_conv_networks_shapes_and_identity_blocks(name, shape):
-  c = _config("flat", encoder=name, decoder=name, channels=(4, 8), blocks_per_stage=2)
+  c = model_config("flat", encoder=name, decoder=name, channels=(4, 8), blocks_per_stage=2)
   enc, dec = networks.encoder(c, 6), networks.decoder(c, shape + (2,))
   x = jnp.ones((2,) + shape)
   pe = enc.init(jax.random.key(0), x[0])

@@ -16,7 +16,7 @@ from vae_jax import config as config_lib
 from vae_jax import data, flows, models, objectives, plots, priors
 from vae_jax.errors import UserError
 
-from conftest import train_cli
+from conftest import model_config, train_cli
 from linear_gaussian import LinearGaussian
 
 SHAPE = (8, 8, 1)
@@ -36,15 +36,8 @@ def _flow(dim, steps=3, context_dim=2, hidden=7, seed=0):
 
 
 def _config(name: str, **fields):
-  c = config_lib.default().model
-  c.name, c.likelihood = name, "bernoulli"
-  c.encoder_hidden = c.decoder_hidden = (16,)
-  c.latent_dim, c.latent_dims, c.stochastic_hidden = 3, (4, 3), ((5,),)
-  c.width, c.latent_channels, c.groups_per_scale = 8, 2, (1, 2)
-  c.flow_hidden, c.prior_components = 6, 3
-  for k, v in fields.items():
-    setattr(c, k, v)
-  return c
+  """The shared tiny model, with small flows and 3 prior components."""
+  return model_config(name, **{"flow_hidden": 6, "prior_components": 3, **fields})
 
 
 def _model(name: str, **fields):

@@ -368,7 +368,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(message)
 
 
-def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def changed_fields(old: dict[str, Any], new: dict[str, Any],
+                   ignore: tuple[str, ...] = SAFE_TO_CHANGE) -> list[str]:
   """Flat fields that differ between two flattened configs, safe ones excluded.
 
   A field absent from one side counts as unset (None): a field added to the
@@ -377,4 +378,4 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   keys = sorted(set(old) | set(new))
   changed = [k for k in keys if old.get(k) != new.get(k)]
   return [k for k in changed if not any(k == s or (s.endswith(".") and k.startswith(s))
-                                        for s in SAFE_TO_CHANGE)]
+                                        for s in ignore)]

@@ -328,17 +328,17 @@ def format_evaluation(result: dict) -> str:
   if "nll" in test:
     lines.append("  " + _fmt(f"NLL = -log p(x), importance-sampled with k="
                              f"{test['num_importance_samples']}", test["nll"]))
+  units = sum(g["units"] for g in test["groups"].values())
   if "mutual_information" in test:
     lines.append(f"  rate {test['rate']:.3f} nats (mutual information "
                  f"{test['mutual_information']:.3f}, estimable up to log N = "
                  f"{test['mutual_information_ceiling']:.3f}, + marginal KL "
                  f"{test['marginal_kl']:.3f}), "
                  f"distortion {test['distortion']:.3f} nats, {test['active_units']} of "
-                 f"{sum(g['units'] for g in test['groups'].values())} units active")
+                 f"{units} units active")
   else:
     lines.append(f"  rate {test['rate']:.3f} nats, distortion {test['distortion']:.3f} nats, "
-                 f"{test['active_units']} of "
-                 f"{sum(g['units'] for g in test['groups'].values())} units active")
+                 f"{test['active_units']} of {units} units active")
     lines += ["  " + line for line in group_table(test["groups"])]
   if "linear_gaussian" in test:
     lg = test["linear_gaussian"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-from vae_jax import cli, runs, writers
+from vae_jax import cli, runs, sweeps, writers
 from vae_jax import config as config_lib
 
 # Fields that do not change a run's numbers: a run that differs from today's
@@ -47,13 +47,7 @@ class Row:
 
   def experiment_config(self) -> ml_collections.ConfigDict:
     """The config its command trains today: the file's, with the overrides."""
-    c = cli.load_config_file(self.config)
-    for key, value in self.overrides:
-      *parents, leaf = key.split(".")
-      node = c
-      for part in parents:
-        node = node[part]
-      node[leaf] = value
+    c = sweeps.apply(cli.load_config_file(self.config), dict(self.overrides))
     if self.needs == "gpu":
       c.backend = "gpu"
     return c
@@ -64,13 +58,6 @@ class Row:
     if self.needs == "gpu":
       args.append("--config.backend=gpu")
     return "python scripts/train.py " + " ".join(shlex.quote(a) for a in args)
-
-
-def _stale_fields(run_dir: str, expected: ml_collections.ConfigDict) -> list[str]:
-  recorded = runs.read_json(os.path.join(run_dir, runs.CONFIG_FILE), runs.CONFIG_KEYS)["config"]
-  old, new = runs.flatten_dict(recorded), config_lib.flatten(expected)
-  return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-          and not any(k == s or (s.endswith(".") and k.startswith(s)) for s in _NOT_A_CHANGE)]
 
 
 def _dataset(c: ml_collections.ConfigDict, record: dict | None) -> str:
@@ -112,11 +99,12 @@ def gather_row(row: Row, runs_dir: str, backend: str = "cpu") -> dict[str, Any]:
                      else "not run")
     return out
   try:
-    stale = _stale_fields(run_dir, c)
     record = runs.read_json(os.path.join(run_dir, runs.CONFIG_FILE), runs.CONFIG_KEYS)
   except (runs.DamagedFile, OSError) as e:
     out["status"] = f"not run: {e}"
     return out
+  stale = config_lib.changed_fields(runs.flatten_dict(record["config"]), config_lib.flatten(c),
+                                    ignore=_NOT_A_CHANGE)
   if stale:
     out["status"] = (f"stale: the run's config differs from the experiment's in "
                      f"{', '.join(stale[:4])}{' …' if len(stale) > 4 else ''}; rerun the command")
