@@ -14,7 +14,12 @@ A budget that fits a CPU: `epochs=E` compresses the 8 stages into E epochs
 `batch=B` changes the batch size (default 20).
 Differences from the paper, stated: 1,000 training images are held out to
 choose the checkpoint (the paper trained on all 60,000); the weights are
-initialised by Flax's default (LeCun normal), not the paper's heuristic.
+initialised by Flax's default (LeCun normal), not the paper's Glorot uniform
+(at 3,000 steps of the two-layer VAE Glorot gave 1.9 nats worse). As in the
+paper's code, the decoder's output bias starts at the logit of the training
+set's mean pixel (`model.output_bias=data_mean`): without it the two-layer
+tanh stack collapses (test NLL 154.3 against 113.3 after 3,000 steps of batch
+100, k = 100 on 1,000 test images).
 
   python scripts/train.py --config=experiments/iwae_burda.py:iwae,k=50 \
       --workdir=runs/iwae_k50 --config.backend=gpu
@@ -44,6 +49,7 @@ def get_config(arg: str | None = None):
   c.model.activation = "tanh"
   c.model.encoder_hidden = c.model.decoder_hidden = (200, 200)
   c.model.latent_dim = 50
+  c.model.output_bias = "data_mean"
   c.objective.name = "elbo" if a.vae else "iwae"
   c.objective.kl = "mc"
   c.objective.num_samples = 50 if a.k is None else a.k
@@ -77,8 +83,9 @@ def get_config(arg: str | None = None):
       table=f"Table 1, MNIST, one stochastic layer, {objective.upper()} k={k}",
       nll=published.get((objective, k)),
       differences=f"{protocol}; 1,000 training images held out for validation; LeCun-normal "
-                  "initialisation" + ("; test: the last 10,000 of the .npz, trained on the "
-                                      "rest (the paper: the official split)" if a.npz else ""))
+                  "initialisation, the output bias at the data's mean (as the paper's code)"
+                  + ("; test: the last 10,000 of the .npz, trained on the rest (the paper: "
+                     "the official split)" if a.npz else ""))
   if a.small:  # seconds: the form tests use
     c.data.test_size = c.data.validation_size = 8
     config_lib.small_form(c, num_steps=10, batch_size=8, every=5)

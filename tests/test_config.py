@@ -71,6 +71,8 @@ def test_validate_names_the_field(path, value, message):
     ({"data.name": "npz"}, "needs data.path"),
     ({"optimizer.schedule": "cosine"}, "needs optimizer.decay_steps"),
     ({"optimizer.weight_decay": 0.1}, "needs optimizer.name=adamw"),
+    ({"model.output_bias": "data_mean", "model.name": "top_down"}, "needs one logit per pixel"),
+    ({"model.output_bias": "data_mean", "model.likelihood": "gaussian"}, "set model.output_bias"),
 ])
 def test_invalid_combinations_are_refused(overrides, message):
   c = config_lib.default()

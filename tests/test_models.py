@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from vae_jax import config as config_lib
 from vae_jax import data, models, networks, objectives
 
 from conftest import model_config
@@ -240,6 +241,43 @@ def test_flat_model_with_conv_networks_has_a_finite_gradient(name):
                                                       jnp.asarray(0))[0])(params)
   assert np.isfinite(float(loss))
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("name", ["flat", "bottom_up"])
+def test_output_bias_from_the_data_mean_sets_the_decoders_marginal(name):
+  """model.output_bias=data_mean: with the x-decoder's weights zeroed, the mean
+  image is the training set's mean pixel (clipped), computed here in numpy
+  from the raw pixels; the caller's parameters are not changed."""
+  from vae_jax import train
+  c = config_lib.default()
+  c.model = model_config(name, likelihood="binomial", output_bias="data_mean")
+  d = data.load(c.data, "binomial")
+  m = models.build(c.model, d.spec)
+  params = m.init(jax.random.key(0))
+  before = jax.tree.map(np.copy, jax.device_get(params))
+  biased = m.with_output_bias(params, train.output_bias_from_data(c.model, d))
+  expected = np.clip(d.train.astype(np.float64).mean(0) / (d.raw_levels - 1), 1e-3, 1 - 1e-3)
+  path = ("decoder",) if name == "flat" else ("decoder", "x")
+  node = biased
+  for key in path:
+    node = node[key]
+  for layer in node.values():
+    layer["kernel"] = jnp.zeros_like(layer["kernel"])
+  z = {g: jnp.ones(shape) for g, shape in m.groups.items()}
+  np.testing.assert_allclose(m.mean_image(biased, z), expected, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  c.model.output_bias = "zero"
+  assert train.output_bias_from_data(c.model, d) is None
+
+
+def test_glorot_uniform_kernel_init():
+  """model.kernel_init=glorot_uniform: U(±√(6/(fan_in + fan_out))) weights."""
+  mlp = networks.MLP((300,), 100, "tanh", kernel_init="glorot_uniform")
+  w = mlp.init(jax.random.key(0), jnp.zeros((784,)))["params"]["output"]["kernel"]
+  bound = math.sqrt(6 / 400)
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+  np.testing.assert_allclose(np.std(w), bound / math.sqrt(3), rtol=0.02)
 
 
 @pytest.mark.parametrize("spec", ["hierarchical_mnist.py:npz,small", "iwae_two_layer.py:npz,small",

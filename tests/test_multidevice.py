@@ -100,14 +100,17 @@ def _two_processes(workdir, *extra) -> list[str]:
 
 def test_two_processes_agree_and_resume_exactly(tmp_path):
   """Two jax.distributed processes, each with its shard of the data: their
-  parameter replicas agree bit for bit; stopping at step 20 and resuming to
+  parameter replicas agree bit for bit (the output bias, from the data's mean
+  pixel, included); stopping at step 20 and resuming to
   40 (a collective orbax restore) gives the uninterrupted run's parameters."""
   whole, parts = tmp_path / "whole", tmp_path / "parts"
-  a = _two_processes(whole, "--config.train.num_steps=40")
+  # The output bias from the data's mean: the shards' pixel sums are combined.
+  bias = "--config.model.output_bias=data_mean"
+  a = _two_processes(whole, "--config.train.num_steps=40", bias)
   assert a[0] == a[1]
-  b = _two_processes(parts, "--config.train.num_steps=20")
+  b = _two_processes(parts, "--config.train.num_steps=20", bias)
   assert b[0] == b[1] != a[0]
-  c = _two_processes(parts, "--config.train.num_steps=40")
+  c = _two_processes(parts, "--config.train.num_steps=40", bias)
   assert c == a
   record = runs.read_json(str(whole / "config.json"))
   assert record["num_processes"] == 2 and record["provenance"]["device_count"] == 2

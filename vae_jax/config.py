@@ -54,6 +54,10 @@ def default() -> ml_collections.ConfigDict:
   m.channels = (32, 64)  # conv/resnet: channels of each stage, one halving of resolution each
   m.blocks_per_stage = 1  # resnet: residual blocks per stage
   m.activation = "relu"
+  m.kernel_init = "lecun_normal"  # lecun_normal | glorot_uniform: the MLPs' weights
+  # zero | data_mean: the decoder's last bias; data_mean (a logit per pixel) starts
+  # it at the logit of the training set's mean pixel, as the IWAE paper's code did.
+  m.output_bias = "zero"
   m.latent_dim = 8  # flat
   m.latent_dims = (100, 50)  # bottom_up: size of z1 (next to x), z2, ...
   m.stochastic_hidden = ((50, 50),)  # bottom_up: MLP hidden sizes between z_i and z_{i+1}
@@ -157,6 +161,8 @@ _CHOICES = {
     "model.decoder": NETWORKS,
     "model.latent_variance": ("network", "constant"),
     "model.activation": ("relu", "tanh", "gelu", "elu", "softplus", "swish"),
+    "model.kernel_init": ("lecun_normal", "glorot_uniform"),
+    "model.output_bias": ("zero", "data_mean"),
     "model.likelihood": LIKELIHOODS,
     "model.gaussian_variance": ("fixed", "scalar", "per_pixel"),
     "objective.name": ("elbo", "iwae"),
@@ -273,6 +279,12 @@ _INVALID_COMBINATIONS: list[tuple[Callable[[Any], bool], str]] = [
     (lambda c: c.data.dequantize and c.model.likelihood != "gaussian",
      "data.dequantize=True with model.likelihood != gaussian: dequantised pixels are "
      "continuous; use model.likelihood=gaussian or data.dequantize=False"),
+    (lambda c: c.model.output_bias == "data_mean" and (
+        c.model.likelihood not in ("bernoulli", "binomial") or c.model.decoder != "mlp"
+        or c.model.name not in ("flat", "bottom_up")),
+     "model.output_bias=data_mean needs one logit per pixel: model.likelihood=bernoulli "
+     "or binomial and an mlp decoder (model.decoder=mlp, model.name=flat or bottom_up); "
+     "set model.output_bias=zero"),
     (lambda c: c.data.binarize != "none" and c.model.likelihood != "bernoulli",
      "data.binarize != none with model.likelihood != bernoulli: binary pixels need "
      "model.likelihood=bernoulli"),

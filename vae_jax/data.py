@@ -50,6 +50,13 @@ class Data:
   test_labels: np.ndarray | None = None
 
 
+def pixel_sums(data: Data) -> tuple[np.ndarray, int]:
+  """The training pixels summed over examples, in [0, 1] units (float64), and
+  the count: a mean that processes can combine from their shards."""
+  scale = 1.0 if data.raw_levels is None else 1.0 / (data.raw_levels - 1)
+  return data.train.sum(axis=0, dtype=np.float64) * scale, len(data.train)
+
+
 @dataclasses.dataclass
 class _Source:
   """Arrays as a source gives them: (N, H, W, C) pixels and optional labels."""

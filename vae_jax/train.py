@@ -448,10 +448,31 @@ def run_keys(seed: int) -> jax.Array:
 
 
 def initial_state(model: model_lib.LatentVariableModel, optimizer: optax.GradientTransformation,
-                  init_key: jax.Array, ema_decay: float | None) -> TrainState:
+                  init_key: jax.Array, ema_decay: float | None,
+                  output_bias: np.ndarray | None = None) -> TrainState:
+  """Step 0. `output_bias`: the x-decoder's last bias (`output_bias_from_data`)."""
   params = model.init(init_key)
+  if output_bias is not None:
+    params = model.with_output_bias(params, output_bias)
   return TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
                     None if ema_decay is None else jax.tree.map(jnp.copy, params))
+
+
+def output_bias_from_data(model_config: ml_collections.ConfigDict,
+                          data: data_lib.Data) -> np.ndarray | None:
+  """With model.output_bias=data_mean, the logit of the training set's mean
+  pixel (clipped to [0.001, 0.999], as the IWAE paper's code did), the same on
+  every process: it starts the decoder at the data's marginal, so the latents
+  are not first pushed to explain the mean image away (without it the IWAE
+  paper's two-layer tanh stack collapses to a KL of a few nats)."""
+  if model_config.output_bias != "data_mean":
+    return None
+  total, count = data_lib.pixel_sums(data)
+  if jax.process_count() > 1:
+    total, count = jax.tree.map(lambda a: np.sum(a, axis=0),
+                                backend.gather((total[None], np.asarray([count]))))
+  p = np.clip(total / count, 1e-3, 1 - 1e-3)
+  return np.log(p / (1 - p)).astype(np.float32)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -469,7 +490,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stream = None if num_processes == 1 else jax.process_index()
   total_steps = num_train_steps(t, len(data.train) * num_processes)
 
-  state = initial_state(model, optimizer, run_keys(config.seed)[0], t.ema_decay)
+  state = initial_state(model, optimizer, run_keys(config.seed)[0], t.ema_decay,
+                        output_bias_from_data(config.model, data))
   if mesh.size > 1:  # replicated over the mesh (and restored so by orbax)
     state = jax.tree.map(lambda a: backend.global_array(mesh, jax.sharding.PartitionSpec(), a),
                          state)

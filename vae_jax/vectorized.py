@@ -104,8 +104,9 @@ def _train(configs, workdirs, base) -> list[dict]:
   model = model_lib.build(base.model, data.spec)
   objective = Objective.from_config(base.objective)
   total_steps = train_lib.num_train_steps(t, len(data.train))
+  bias = train_lib.output_bias_from_data(base.model, data)
   initial = [train_lib.initial_state(model, train_lib.build_optimizer(c.optimizer),
-                                     train_lib.run_keys(c.seed)[0], t.ema_decay)
+                                     train_lib.run_keys(c.seed)[0], t.ema_decay, bias)
              for c in configs]
   files = [train_lib.RunFiles(c, w, data, model, total_steps, state)
            for c, w, state in zip(configs, workdirs, initial)]

@@ -68,7 +68,8 @@ def _bottom_up(c, spec) -> BottomUp:
   return BottomUp(x_encoder=networks.encoder(c, 2 * dims[0] + context, len(spec.image_shape)),
                   x_decoder=networks.decoder(c, kw["likelihood"].output_shape(kw["image_shape"])),
                   latent_dims=dims, stochastic_hidden=tuple(map(tuple, c.stochastic_hidden)),
-                  activation=c.activation, latent_variance=c.latent_variance,
+                  activation=c.activation, kernel_init=c.kernel_init,
+                  latent_variance=c.latent_variance,
                   prior=_prior(c, spec, (dims[-1],)), flow_steps=steps,
                   flow_hidden=c.flow_hidden, **kw)
 

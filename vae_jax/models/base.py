@@ -144,6 +144,23 @@ class LatentVariableModel:
     one = lambda u: self.posterior_summary(params, u / self.input_scale)[top]
     return lambda u: jax.vmap(one)(u)
 
+  # Optional: a model whose x-decoder ends in a dense layer of one output per
+  # pixel (`output_bias=data_mean`); `x_decoder_path` names it in params
+  # (a class attribute, not a field).
+  x_decoder_path = None
+
+  def with_output_bias(self, params: Params, bias: np.ndarray) -> Params:
+    """`params` with the x-decoder's last bias set to `bias` (one per pixel)."""
+    if self.x_decoder_path is None:
+      raise NotImplementedError(f"{type(self).__name__} has no per-pixel output bias")
+    params = jax.tree.map(lambda a: a, params)  # a new tree: the caller's stays as it was
+    node = params
+    for key in self.x_decoder_path:
+      node = node[key]
+    node = node["output"]
+    node["bias"] = jnp.asarray(bias, node["bias"].dtype).reshape(node["bias"].shape)
+    return params
+
   # Optional: a model whose q(z|x) is one Gaussian given by the encoder
   # (`local_posterior`) can have it optimised per example (the gap split).
   local_posterior = False

@@ -53,6 +53,7 @@ class BottomUp(LatentVariableModel):
   latent_dims: tuple[int, ...]  # d1, ..., dL (bottom first)
   stochastic_hidden: tuple[tuple[int, ...], ...]  # MLP between z_i and z_{i+1}
   activation: str = "tanh"
+  kernel_init: str = "lecun_normal"  # of the MLPs between stochastic layers
   latent_variance: str = "network"  # or 'constant'
   prior: priors.Prior = priors.Prior()
   flow_steps: int = 0  # > 0: an IAF posterior in every layer
@@ -61,6 +62,8 @@ class BottomUp(LatentVariableModel):
   @property
   def num_layers(self) -> int:
     return len(self.latent_dims)
+
+  x_decoder_path = ("decoder", "x")  # its MLP decoder's last layer: with_output_bias
 
   @property
   def groups(self):
@@ -85,12 +88,12 @@ class BottomUp(LatentVariableModel):
 
   def _up(self, i: int) -> nn.Module:  # q(z_{i+2} | z_{i+1})
     return MLP(self.stochastic_hidden[i], 2 * self.latent_dims[i + 1] + self.context_dim,
-               self.activation)
+               self.activation, kernel_init=self.kernel_init)
 
   def _down(self, i: int) -> nn.Module:  # p(z_{i+1} | z_{i+2})
     per_unit = 2 if self.latent_variance == "network" else 1
     return MLP(tuple(reversed(self.stochastic_hidden[i])), per_unit * self.latent_dims[i],
-               self.activation)
+               self.activation, kernel_init=self.kernel_init)
 
   def init(self, rng: jax.Array) -> Params:
     keys = iter(jax.random.split(rng, 2 * self.num_layers + 2))

@@ -28,6 +28,8 @@ class Flat(LatentVariableModel):
   prior: priors.Prior = priors.Prior()
   flow: flows.IAF | None = None  # an IAF posterior; None: the Gaussian
 
+  x_decoder_path = ("decoder",)  # its MLP decoder's last layer: with_output_bias
+
   @property
   def groups(self) -> dict[str, tuple[int, ...]]:
     return {GROUP: (self.latent_dim,)}

@@ -13,10 +13,10 @@ import ml_collections
 
 from vae_jax.networks.conv import ConvDecoder, ConvEncoder
 from vae_jax.networks.layers import ACTIVATIONS, ResBlock
-from vae_jax.networks.mlp import MLP, MLPDecoder
+from vae_jax.networks.mlp import KERNEL_INITS, MLP, MLPDecoder
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ResBlock",
-           "NAMES", "encoder", "decoder"]
+__all__ = ["ACTIVATIONS", "KERNEL_INITS", "MLP", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+           "ResBlock", "NAMES", "encoder", "decoder"]
 
 NAMES = ("mlp", "conv", "resnet")
 
@@ -29,12 +29,14 @@ def _conv_kwargs(c: ml_collections.ConfigDict, name: str) -> dict:
 
 
 _ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda c, n, out, ndim: MLP(tuple(c.encoder_hidden), out, c.activation, ndim),
+    "mlp": lambda c, n, out, ndim: MLP(tuple(c.encoder_hidden), out, c.activation, ndim,
+                                       c.kernel_init),
     "conv": lambda c, n, out, ndim: ConvEncoder(output_size=out, **_conv_kwargs(c, n)),
     "resnet": lambda c, n, out, ndim: ConvEncoder(output_size=out, **_conv_kwargs(c, n)),
 }
 _DECODERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda c, n, shape: MLPDecoder(tuple(c.decoder_hidden), shape, c.activation),
+    "mlp": lambda c, n, shape: MLPDecoder(tuple(c.decoder_hidden), shape, c.activation,
+                                          c.kernel_init),
     "conv": lambda c, n, shape: ConvDecoder(output_shape=shape, **_conv_kwargs(c, n)),
     "resnet": lambda c, n, shape: ConvDecoder(output_shape=shape, **_conv_kwargs(c, n)),
 }
