@@ -4,11 +4,15 @@ finished runs of the rows in experiments/results_table.py.
   python scripts/results.py                       # gather what has run
   python scripts/results.py --train=missing       # first train every row not yet run
   python scripts/results.py --train=iwae1_vae,flax_example
+A row whose run is not in --runs keeps its figures from the previous
+results.csv when its config is unchanged since they were measured (--nokeep:
+only what is in --runs).
 
 Each row is trained by the command the table prints for it (scripts/train.py
 into --runs/<row id>), so running it again resumes an interrupted row.
 """
 
+import csv
 import os
 import shlex
 import subprocess
@@ -25,6 +29,9 @@ _OUT = flags.DEFINE_string("out", "docs", "Folder for results.md and results.csv
 _ROWS = flags.DEFINE_string("rows", "experiments/results_table.py", "File defining ROWS.")
 _NOTE = flags.DEFINE_string("note", "", "A paragraph for the top of results.md (e.g. how "
                             "the machine was shared while the rows trained).")
+_KEEP = flags.DEFINE_boolean("keep", True, "Keep the figures of a row whose run is not in "
+                             "--runs from the previous OUT/results.csv, where the row's config "
+                             "is unchanged since (the same config_sha); --nokeep: runs only.")
 _TRAIN = flags.DEFINE_string("train", "", "Rows to train first: ids (comma-separated), or "
                              "'missing' for every row with no finished run.")
 
@@ -58,10 +65,20 @@ def main(argv):
     if code:
       print(f"row {row.id} failed (exit {code}); its row says so, the others go on",
             file=sys.stderr)
-  table = results_table.gather(rows, _RUNS.value, backend)
+  previous = None
+  csv_before = os.path.join(_OUT.value, "results.csv")
+  if _KEEP.value and os.path.exists(csv_before):
+    try:
+      previous = results_table.read_csv(csv_before)
+    except (OSError, ValueError, csv.Error) as e:
+      print(f"warning: not keeping earlier figures: {csv_before} is unreadable ({e})",
+            file=sys.stderr)
+  table = results_table.gather(rows, _RUNS.value, backend, previous)
   md, csv_path = results_table.write(table, _OUT.value, _RUNS.value, _NOTE.value)
   done = sum(r["status"] == "finished" for r in table)
-  print(f"{done} of {len(table)} rows measured; written to {md} and {csv_path}")
+  kept = sum(r["source"].startswith("kept") for r in table)
+  print(f"{done} of {len(table)} rows measured ({kept} kept from the previous table); "
+        f"written to {md} and {csv_path}")
 
 
 if __name__ == "__main__":

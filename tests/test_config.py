@@ -156,3 +156,18 @@ def test_burda_protocol_learning_rates_and_epochs():
                                  1e-3 * 10 ** (-i / 7), rtol=1e-5)
     first_epoch += 3 ** i
   assert first_epoch == c.train.num_epochs
+
+
+def test_fields_added_since_a_run_read_as_their_legacy_value():
+  """A recorded config without a field added later (model.output_bias) is not a
+  change while today's value reproduces the old behaviour; it is when set to
+  something new. The fingerprint agrees with changed_fields."""
+  new = config_lib.flatten(config_lib.default())
+  old = {k: v for k, v in new.items() if k not in config_lib.LEGACY_DEFAULTS}
+  assert config_lib.changed_fields(old, new) == []
+  assert config_lib.fingerprint(old) == config_lib.fingerprint(new)
+  changed = {**new, "model.output_bias": "data_mean"}
+  assert config_lib.changed_fields(old, changed) == ["model.output_bias"]
+  assert config_lib.fingerprint(old) != config_lib.fingerprint(changed)
+  assert config_lib.fingerprint({**new, "train.progress_bar": False}) == config_lib.fingerprint(new)
+  assert config_lib.fingerprint({**new, "model.latent_dim": 3}) != config_lib.fingerprint(new)

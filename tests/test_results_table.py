@@ -89,6 +89,33 @@ def test_rows_not_run_say_so_and_the_files_read_back(runs_dir, tmp_path):
   assert "not run: needs a GPU" in text and table[0]["command"] in text
 
 
+def test_a_measured_row_is_kept_when_its_run_is_gone_and_its_config_unchanged(runs_dir,
+                                                                               tmp_path):
+  """The table written from a run, read back, keeps that row's figures once the
+  run is gone, while its config is the same (config_sha); a row whose config
+  changed since, or --nokeep, says 'not run' instead."""
+  row = Row("digits", "1", "digits", DIGITS, (("eval.test_examples", 6),))
+  measured = results_table.gather([row], runs_dir)
+  _, csv_path = results_table.write(measured, str(tmp_path / "docs"), runs_dir)
+  previous = results_table.read_csv(csv_path)
+  gone = str(tmp_path / "no_runs")
+  kept = results_table.gather([row], gone, previous=previous)[0]
+  for k in ("status", "nll", "nll_se", "nll_mc_err", "bits_per_dim", "steps", "test_examples",
+            "train_minutes", "hardware", "config_sha"):
+    assert kept[k] == measured[0][k], k
+  assert kept["source"].startswith("kept from the previous table")
+  assert "measured (kept)" in results_table.to_markdown([kept], gone)
+  changed = Row("digits", "1", "digits", DIGITS, (("eval.test_examples", 6),
+                                                  ("model.latent_dim", 3)))
+  assert results_table.gather([changed], gone, previous=previous)[0]["status"] == "not run"
+  assert results_table.gather([row], gone)[0]["status"] == "not run"
+  # A reference changed since does not make it stale: the difference follows it.
+  cited = Row("digits", "1", "digits", DIGITS, (("eval.test_examples", 6),
+                                                ("reference.nll", 90.0)))
+  r = results_table.gather([cited], gone, previous=previous)[0]
+  assert r["status"] == "finished" and r["difference"] == round(kept["nll"] - 90.0, 2)
+
+
 def test_the_shipped_rows_load_and_name_their_reference():
   rows = cli.load_module(os.path.join(ROOT, "experiments", "results_table.py")).ROWS
   assert len({r.id for r in rows}) == len(rows)

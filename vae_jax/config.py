@@ -7,6 +7,8 @@ values, ranges and combinations; each failure is one `UserError` line naming
 the field and what is allowed.
 """
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -380,14 +382,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise UserError(message)
 
 
+# Fields added to the code after runs were recorded, each with the value that
+# reproduces the behaviour from before it existed: a recorded config without the
+# field reads as that value (absent other fields read as unset, None).
+LEGACY_DEFAULTS: dict[str, Any] = {"model.kernel_init": "lecun_normal",
+                                   "model.output_bias": "zero"}
+
+
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+  return any(key == s or (s.endswith(".") and key.startswith(s)) for s in ignore)
+
+
 def changed_fields(old: dict[str, Any], new: dict[str, Any],
                    ignore: tuple[str, ...] = SAFE_TO_CHANGE) -> list[str]:
   """Flat fields that differ between two flattened configs, safe ones excluded.
 
-  A field absent from one side counts as unset (None): a field added to the
-  code since a run started, and left unset, changes nothing.
+  A field absent from one side counts as its LEGACY_DEFAULTS value, or unset
+  (None): a field added to the code since a run started changes nothing
+  unless it is set to something new.
   """
   keys = sorted(set(old) | set(new))
-  changed = [k for k in keys if old.get(k) != new.get(k)]
-  return [k for k in changed if not any(k == s or (s.endswith(".") and k.startswith(s))
-                                        for s in ignore)]
+  get = lambda d, k: d.get(k, LEGACY_DEFAULTS.get(k))
+  return [k for k in keys if get(old, k) != get(new, k) and not _ignored(k, ignore)]
+
+
+def fingerprint(flat: dict[str, Any], ignore: tuple[str, ...] = SAFE_TO_CHANGE) -> str:
+  """A short hash of a flattened config that two configs share exactly when
+  `changed_fields` finds no change between them (unset and legacy-default
+  fields, and ignored ones, left out)."""
+  legacy = lambda k, v: k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k]
+  kept = {k: v for k, v in flat.items()
+          if v is not None and not legacy(k, v) and not _ignored(k, ignore)}
+  text = json.dumps(kept, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]

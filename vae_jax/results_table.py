@@ -33,7 +33,16 @@ CSV_COLUMNS = ("row", "id", "title", "config", "command", "dataset", "test_proto
                "status", "nll", "nll_se", "nll_mc_err", "elbo", "bits_per_dim",
                "num_importance_samples", "test_examples", "train_minutes", "eval_minutes",
                "epochs", "steps", "batch_size", "hardware", "reference", "reference_nll",
-               "reference_bits_per_dim", "difference", "differences")
+               "reference_bits_per_dim", "difference", "differences", "config_sha", "source")
+
+# What a row's run measured: kept from the previous table when the run itself
+# is gone but the row's config is unchanged (the same config_sha).
+_MEASURED = ("dataset", "test_protocol", "status", "nll", "nll_se", "nll_mc_err", "elbo",
+             "bits_per_dim", "num_importance_samples", "test_examples", "train_minutes",
+             "eval_minutes", "epochs", "steps", "hardware")
+_NUMERIC = ("nll", "nll_se", "nll_mc_err", "elbo", "bits_per_dim", "num_importance_samples",
+            "test_examples", "train_minutes", "eval_minutes", "epochs", "steps", "batch_size",
+            "reference_nll", "reference_bits_per_dim", "difference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +101,8 @@ def gather_row(row: Row, runs_dir: str, backend: str = "cpu") -> dict[str, Any]:
              command=row.command(runs_dir), dataset=_dataset(c, None),
              reference=" — ".join(p for p in (ref.source, ref.table) if p),
              reference_nll=_number(ref.nll, 2), reference_bits_per_dim=_number(ref.bits_per_dim, 3),
-             differences=ref.differences, batch_size=c.train.batch_size)
+             differences=ref.differences, batch_size=c.train.batch_size,
+             config_sha=config_lib.fingerprint(config_lib.flatten(c), _NOT_A_CHANGE))
   evaluation = runs.read_eval(os.path.join(run_dir, runs.EVAL_FILE))
   if evaluation is None:
     out["status"] = ("not run: needs a GPU" if row.needs == "gpu" and backend != "gpu"
@@ -126,16 +136,51 @@ def gather_row(row: Row, runs_dir: str, backend: str = "cpu") -> dict[str, Any]:
       train_minutes=_number(None if train_seconds is None else train_seconds / 60, 1),
       eval_minutes=_number(evaluation.get("eval_seconds", 0) / 60 or None, 1),
       epochs=_number(steps * c.train.batch_size / record["num_train_examples"], 1),
-      steps=steps, hardware=_hardware(evaluation))
-  if ref.nll is not None and nll:
-    out["difference"] = _number(nll["value"] - ref.nll, 2)
-  elif ref.bits_per_dim is not None and nll:
-    out["difference"] = _number(nll["bits_per_dim"] - ref.bits_per_dim, 3)
+      steps=steps, hardware=_hardware(evaluation), source=run_dir)
+  _difference(out, ref.nll, ref.bits_per_dim, nll.get("value"), nll.get("bits_per_dim"))
   return out
 
 
-def gather(rows: list[Row], runs_dir: str, backend: str = "cpu") -> list[dict[str, Any]]:
-  return [gather_row(r, runs_dir, backend) for r in rows]
+def _difference(out: dict[str, Any], ref_nll, ref_bpd, nll, bpd) -> None:
+  """Our figure minus the published one, nats (or bits/dim where that is published)."""
+  if ref_nll not in (None, "") and nll not in (None, ""):
+    out["difference"] = _number(nll - ref_nll, 2)
+  elif ref_bpd not in (None, "") and bpd not in (None, ""):
+    out["difference"] = _number(bpd - ref_bpd, 3)
+
+
+def gather(rows: list[Row], runs_dir: str, backend: str = "cpu",
+           previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+  """Every row from its run; a row whose run is absent keeps its figures from
+  `previous` (an earlier results.csv, `read_csv`) where that row was measured
+  from the config it has today (the same config_sha), and says so."""
+  before = {r["id"]: r for r in previous or [] if r.get("status") == "finished"}
+  table = []
+  for row in rows:
+    out = gather_row(row, runs_dir, backend)
+    old = before.get(row.id)
+    if (out["status"].startswith("not run") and old is not None
+        and old.get("config_sha") == out["config_sha"]):
+      out.update({k: old.get(k, "") for k in _MEASURED})
+      out["source"] = old.get("source") or "an earlier table"
+      if not out["source"].startswith("kept from"):
+        out["source"] = f"kept from the previous table (measured in {out['source']})"
+      _difference(out, out["reference_nll"], out["reference_bits_per_dim"], out["nll"],
+                  out["bits_per_dim"])
+    table.append(out)
+  return table
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+  """A results.csv as written by `write`, numbers as numbers."""
+  with open(path, newline="") as f:
+    table = list(csv.DictReader(f))
+  for r in table:
+    for k in _NUMERIC:
+      v = r.get(k, "")
+      if v not in ("", None):
+        r[k] = float(v) if any(ch in v for ch in ".eE") or v in ("nan", "inf") else int(v)
+  return table
 
 
 def to_csv(table: list[dict[str, Any]]) -> str:
@@ -166,7 +211,8 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
     nll = (f"{r['nll']:.2f} ± {r['nll_se']:.2f} [{r['nll_mc_err']:.3f}]" if r["nll"] != ""
            else "")
     published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
-    status = r["status"] if r["status"] != "finished" else "measured"
+    status = r["status"] if r["status"] != "finished" else (
+        "measured" if not r.get("source", "").startswith("kept") else "measured (kept)")
     protocol = (f"{r['num_importance_samples']}, {r['test_examples']:,}" if r["nll"] != ""
                 else "")
     lines.append("| " + " | ".join(_cell(x) for x in (
@@ -187,7 +233,9 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
                  + (f" — {r['reference_nll']} nats" if r["reference_nll"] != "" else ""))
     if r["differences"]:
       lines.append(f"- how the protocol differs: {r['differences']}")
-    lines.append(f"- status: {r['status']}")
+    lines.append(f"- status: {r['status']}"
+                 + (f"; {r['source']}, its config unchanged (config_sha {r['config_sha']})"
+                    if r.get("source", "").startswith("kept") else ""))
     lines.append("")
   return "\n".join(lines)
 
