@@ -29,6 +29,7 @@ def get_config(arg: str | None = None):
   c.model.activation = "relu"
   c.model.encoder_hidden = c.model.decoder_hidden = (512, 512)
   c.model.latent_dim = 64
+  c.model.output_bias = "zero"  # the row measured at 85.38 nats; data_mean untried here
   c.model.prior = "mixture"
   c.model.prior_components = 10
   c.optimizer.adam_eps = 1e-8
