@@ -5,6 +5,7 @@ run), at several batch sizes; prints a table and writes JSON.
   python scripts/benchmark.py --out=runs/benchmark.json
   python scripts/benchmark.py --trials=2 --batch_sizes=32,128   # quick look
   python scripts/benchmark.py --what=vectorized --out=runs/vectorized.json
+  python scripts/benchmark.py --what=models --out=runs/models.json  # the published models
 """
 
 import json
@@ -27,13 +28,15 @@ _SPD = flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted lax.scan
                             lower_bound=1)
 _WHAT = flags.DEFINE_list("what", ["train", "importance"],
                           "train: step throughput; importance: k=5000 log-likelihood; "
-                          "vectorized: 8 sweep members vmapped vs one after another.")
+                          "vectorized: 8 sweep members vmapped vs one after another; "
+                          "models: the train step of each published-model config, with its "
+                          "XLA FLOPs and fraction of the matmul peak.")
 flags.register_validator(
     "batch_sizes", lambda sizes: all(s.isdigit() and int(s) >= 1 for s in sizes),
     "--batch_sizes must be positive integers, e.g. 32,128")
 flags.register_validator(
-    "what", lambda what: set(what) <= {"train", "importance", "vectorized"},
-    "--what takes train, importance and/or vectorized")
+    "what", lambda what: set(what) <= {"train", "importance", "vectorized", "models"},
+    "--what takes train, importance, vectorized and/or models")
 
 
 def main(argv):
@@ -58,6 +61,10 @@ def main(argv):
       print(f"vectorised sweep, {size} size, {r['members']} members x {r['steps']} steps of "
             f"batch {r['batch_size']}: one after another {r['separate_seconds']:.2f} s, "
             f"vmapped {r['vectorized_seconds']:.2f} s: {r['speedup']:.2f}x")
+  if "models" in _WHAT.value:
+    result["models"] = [benchmark.model_step(spec, shape, _TRIALS.value)
+                        for spec, shape in benchmark.MODEL_SPECS.items()]
+    print(benchmark.format_models(result["models"]))
   from vae_jax import writers
   with writers.writing(_OUT.value):
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

@@ -363,3 +363,20 @@ def test_report_of_unfinished_run_is_one_line(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"config": {}}))
   with pytest.raises(UserError, match="has no eval.json"):
     report.write_report(str(tmp_path))
+
+
+def test_model_benchmark_counts_the_steps_flops_like_its_matmuls():
+  """scripts/benchmark.py --what=models: XLA's FLOPs of the one-hour MLP's
+  compiled step (IWAE k=5) are its matmuls' count (benchmark.step_matmuls,
+  by hand) plus the element-wise work, under 15 % more; the rate is a
+  fraction of the measured matmul peak."""
+  from vae_jax import benchmark as bm
+  from vae_jax import data, models
+  from vae_jax.cli import load_config_file
+  r = bm.model_step("mnist_one_hour.py", (28, 28, 1), trials=1, min_seconds=0.01, batch_size=8)
+  c = load_config_file(os.path.join(ROOT, "experiments", "mnist_one_hour.py"))
+  vae = models.build(c.model, data.DataSpec((28, 28, 1), 2))
+  matmuls = 8 * bm.flop_per_example(vae, num_samples=5)
+  assert matmuls <= r["flop_per_step"] < 1.15 * matmuls, (r["flop_per_step"], matmuls)
+  assert r["examples_per_sec"] > 0 and 0 < r["fraction_of_peak"] < 1
+  assert "mnist_one_hour.py" in bm.format_models([r])

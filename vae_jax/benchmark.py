@@ -296,6 +296,74 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
           "ratio_to_matmul_time": seconds / (flop / peak), "matmul_peak_gflops": peak / 1e9}
 
 
+# The published-model configs, each with the image shape of its dataset.
+MODEL_SPECS = {"iwae_two_layer.py:iwae,k=5": (28, 28, 1), "mnist_one_hour.py": (28, 28, 1),
+               "hierarchical_mnist.py": (28, 28, 1), "cifar10.py": (32, 32, 3)}
+
+
+def _xla_flop(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def model_step(spec: str, shape: tuple[int, ...], trials: int = 3, min_seconds: float = 2.0,
+               batch_size: int | None = None, overrides: dict | None = None) -> dict:
+  """The library's train step on the model and batch of `experiments/<spec>`,
+  on random pixels: examples/s (median of `trials`, each at least
+  `min_seconds`), the FLOPs of one step from XLA's cost analysis of the
+  compiled one-step program (a loop's body would be counted once), and that
+  FLOP rate as a fraction of the float32 2048² matmul peak measured between
+  trials."""
+  import os
+
+  from vae_jax import cli, sweeps
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = sweeps.apply(cli.load_config_file(os.path.join(root, "experiments", spec)),
+                   overrides or {})
+  b = batch_size or c.train.batch_size
+  binary = c.model.likelihood == "bernoulli"
+  vae = model_lib.build(c.model, data_lib.DataSpec(shape, 2 if binary else 256))
+  s = Setup(vae, Objective.from_config(c.objective), train.build_optimizer(c.optimizer),
+            np.random.default_rng(0).integers(0, 256, (4 * b,) + shape, dtype=np.uint8))
+  transform = data_lib.train_transform("binarize" if binary else "none", 256)
+  images = jax.device_put(s.images)
+  one = train.make_update(vae, s.objective, s.optimizer, transform, jax.random.key(1))
+  idx = data_lib.batch_indices(0, 0, 1, len(s.images), b)
+  flop = _xla_flop(one.lower(_state(s), images, idx).compile())
+  spd, update = c.train.steps_per_dispatch, one  # one jitted function, any number of steps
+  box = {"state": update(_state(s), images,
+                         data_lib.batch_indices(0, 0, spd, len(s.images), b))[0]}
+
+  def dispatches(n: int) -> float:
+    start, state = time.perf_counter(), box["state"]
+    for i in range(n):
+      state, _ = update(state, images, data_lib.batch_indices(0, i * spd, spd, len(s.images), b))
+    box["state"] = jax.block_until_ready(state)
+    return time.perf_counter() - start
+
+  n = max(1, int(min_seconds / max(dispatches(1), 1e-4)))
+  rates, peaks = [], []
+  for _ in range(trials):
+    peaks.append(matmul_peak())
+    rates.append(n * spd * b / dispatches(n))
+  rate, peak = statistics.median(rates), statistics.median(peaks)
+  return {"config": spec, "model": c.model.name, "image_shape": list(shape), "batch_size": b,
+          "steps_per_dispatch": spd, "examples_per_sec": rate, "flop_per_step": flop,
+          "gflops": rate / b * flop / 1e9, "matmul_peak_gflops": peak / 1e9,
+          "fraction_of_peak": rate / b * flop / peak}
+
+
+def format_models(rows: list[dict]) -> str:
+  lines = [f"{'config':<30} {'model':<10} {'batch':>5} {'ex/s':>9} {'GFLOP/step':>11} "
+           f"{'GFLOP/s':>8} {'% of peak':>9}"]
+  for r in rows:
+    lines.append(f"{r['config']:<30} {r['model']:<10} {r['batch_size']:>5} "
+                 f"{r['examples_per_sec']:>9.0f} {r['flop_per_step'] / 1e9:>11.3f} "
+                 f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>8.1f}%")
+  return "\n".join(lines)
+
+
 CONTENDERS = ("vae_jax", "plain", "hand", "matmul")
 
 
