@@ -4,6 +4,7 @@ scipy and numpy loops, the exact posterior of a linear-Gaussian model, and the
 plain estimator's mean gradient over many draws."""
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -335,6 +336,32 @@ def test_stl_iwae_is_biased_for_k_above_one():
   se = score.std(axis=0, ddof=1) / math.sqrt(n)
   z = score.mean(axis=0)[se > 1e-7] / se[se > 1e-7]
   assert np.max(np.abs(z)) > 10 and np.mean(z ** 2) > 10, (np.max(np.abs(z)), np.mean(z ** 2))
+
+
+def test_gradient_snr_script_compares_estimators_at_one_runs_parameters(tmp_path):
+  """scripts/gradient_snr.py: every estimator at the same parameters and
+  draws. At k = 1 DReG is STL (w̃ = w̃² = 1); the decoder's gradient, and so
+  its SNR, is the same under all three at each k."""
+  import json
+  import subprocess
+  import sys
+
+  from conftest import ROOT
+  run = tmp_path / "run"
+  assert train_cli(run, "--config.train.num_steps=20").returncode == 0
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gradient_snr.py"),
+                        f"--workdir={run}", "--num_samples=1,4", "--draws=20"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = {(r["estimator"], r["num_samples"]): r
+          for r in json.loads((run / "gradient_snr.json").read_text())["rows"]}
+  assert len(rows) == 6
+  assert rows["dreg", 1]["encoder_snr"] == pytest.approx(rows["stl", 1]["encoder_snr"], rel=1e-4)
+  assert rows["stl", 4]["encoder_snr"] != pytest.approx(rows["dreg", 4]["encoder_snr"], rel=1e-3)
+  for k in (1, 4):
+    for e in ("stl", "dreg"):
+      assert rows[e, k]["decoder_snr"] == pytest.approx(rows["reparam", k]["decoder_snr"],
+                                                         rel=1e-4)
 
 
 # --- Config ------------------------------------------------------------------------------
