@@ -96,9 +96,13 @@ def _digits_model():
   return c, vae, vae.init(jax.random.key(0)), d.test[:16]
 
 
-def test_gradient_noise_matches_a_loop_of_single_gradients():
-  """Second implementation: one jax.grad per draw in a Python loop, numpy stats."""
+@pytest.mark.parametrize("chunk_floats", [None, 1])
+def test_gradient_noise_matches_a_loop_of_single_gradients(monkeypatch, chunk_floats):
+  """Second implementation: one jax.grad per draw in a Python loop, numpy stats;
+  the draws all vmapped at once, and in memory-bounded chunks (here of one)."""
   from vae_jax.objectives import Objective
+  if chunk_floats is not None:
+    monkeypatch.setattr(diagnostics, "GRADIENT_CHUNK_FLOATS", chunk_floats)
   c, vae, params, x = _digits_model()
   objective = Objective.from_config(c.objective)
   got = diagnostics.gradient_noise(vae, objective, params, x, jax.random.key(3), 6)

@@ -159,6 +159,9 @@ def gap_decomposition(model: LatentVariableModel, params: Params, images: np.nda
   }
 
 
+GRADIENT_CHUNK_FLOATS = 16 * 2 ** 20
+
+
 def gradient_noise(model: LatentVariableModel, objective, params: Params, batch: jax.Array,
                    rng: jax.Array,
                    num_draws: int, step: int = 0) -> dict[str, float]:
@@ -175,7 +178,15 @@ def gradient_noise(model: LatentVariableModel, objective, params: Params, batch:
   def grad(key):
     return jax.grad(lambda p: objective.loss(model, p, batch, key, step)[0])(params)
 
-  grads = jax.jit(jax.vmap(grad))(jax.random.split(rng, num_draws))
+  # Draws vmapped in chunks whose largest activations (batch · k of them per
+  # draw) stay within GRADIENT_CHUNK_FLOATS: bounded memory at any k.
+  per_draw = len(batch) * objective.num_samples * model.floats_per_draw
+  chunk = max(1, GRADIENT_CHUNK_FLOATS // per_draw)
+  keys = jax.random.split(rng, num_draws)
+  if chunk >= num_draws:  # one vmap (a loop is slow on XLA:CPU for conv models)
+    grads = jax.jit(jax.vmap(grad))(keys)
+  else:
+    grads = jax.jit(lambda keys: jax.lax.map(grad, keys, batch_size=chunk))(keys)
   out = {}
   for part in ("encoder", "decoder", "all"):
     tree = grads if part == "all" else grads[part]
