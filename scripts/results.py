@@ -76,7 +76,7 @@ def main(argv):
   table = results_table.gather(rows, _RUNS.value, backend, previous)
   md, csv_path = results_table.write(table, _OUT.value, _RUNS.value, _NOTE.value)
   done = sum(r["status"] == "finished" for r in table)
-  kept = sum(r["source"].startswith("kept") for r in table)
+  kept = sum(map(results_table.is_kept, table))
   print(f"{done} of {len(table)} rows measured ({kept} kept from the previous table); "
         f"written to {md} and {csv_path}")
 

@@ -328,10 +328,11 @@ def model_step(spec: str, shape: tuple[int, ...], trials: int = 3, min_seconds: 
             np.random.default_rng(0).integers(0, 256, (4 * b,) + shape, dtype=np.uint8))
   transform = data_lib.train_transform("binarize" if binary else "none", 256)
   images = jax.device_put(s.images)
-  one = train.make_update(vae, s.objective, s.optimizer, transform, jax.random.key(1))
+  # One jitted function for any number of steps per dispatch (the indices' shape).
+  update = train.make_update(vae, s.objective, s.optimizer, transform, jax.random.key(1))
   idx = data_lib.batch_indices(0, 0, 1, len(s.images), b)
-  flop = _xla_flop(one.lower(_state(s), images, idx).compile())
-  spd, update = c.train.steps_per_dispatch, one  # one jitted function, any number of steps
+  flop = _xla_flop(update.lower(_state(s), images, idx).compile())
+  spd = c.train.steps_per_dispatch
   box = {"state": update(_state(s), images,
                          data_lib.batch_indices(0, 0, spd, len(s.images), b))[0]}
 

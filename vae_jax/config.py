@@ -393,25 +393,28 @@ def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
   return any(key == s or (s.endswith(".") and key.startswith(s)) for s in ignore)
 
 
+def _comparable(flat: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, Any]:
+  """The fields that tell two configs apart: set (not None), not at their
+  LEGACY_DEFAULTS value, not ignored."""
+  return {k: v for k, v in flat.items()
+          if v is not None and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])
+          and not _ignored(k, ignore)}
+
+
 def changed_fields(old: dict[str, Any], new: dict[str, Any],
                    ignore: tuple[str, ...] = SAFE_TO_CHANGE) -> list[str]:
   """Flat fields that differ between two flattened configs, safe ones excluded.
 
-  A field absent from one side counts as its LEGACY_DEFAULTS value, or unset
-  (None): a field added to the code since a run started changes nothing
-  unless it is set to something new.
+  A field absent from one side counts as unset (None), or as its
+  LEGACY_DEFAULTS value: a field added to the code since a run started
+  changes nothing unless it is set to something new.
   """
-  keys = sorted(set(old) | set(new))
-  get = lambda d, k: d.get(k, LEGACY_DEFAULTS.get(k))
-  return [k for k in keys if get(old, k) != get(new, k) and not _ignored(k, ignore)]
+  a, b = _comparable(old, ignore), _comparable(new, ignore)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def fingerprint(flat: dict[str, Any], ignore: tuple[str, ...] = SAFE_TO_CHANGE) -> str:
   """A short hash of a flattened config that two configs share exactly when
-  `changed_fields` finds no change between them (unset and legacy-default
-  fields, and ignored ones, left out)."""
-  legacy = lambda k, v: k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k]
-  kept = {k: v for k, v in flat.items()
-          if v is not None and not legacy(k, v) and not _ignored(k, ignore)}
-  text = json.dumps(kept, sort_keys=True, default=repr)
+  `changed_fields` finds no change between them."""
+  text = json.dumps(_comparable(flat, ignore), sort_keys=True, default=repr)
   return hashlib.sha256(text.encode()).hexdigest()[:16]

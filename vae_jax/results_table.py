@@ -162,13 +162,18 @@ def gather(rows: list[Row], runs_dir: str, backend: str = "cpu",
     if (out["status"].startswith("not run") and old is not None
         and old.get("config_sha") == out["config_sha"]):
       out.update({k: old.get(k, "") for k in _MEASURED})
-      out["source"] = old.get("source") or "an earlier table"
-      if not out["source"].startswith("kept from"):
-        out["source"] = f"kept from the previous table (measured in {out['source']})"
+      source = old.get("source") or "an earlier table"
+      out["source"] = (source if is_kept(old)
+                       else f"kept from the previous table (measured in {source})")
       _difference(out, out["reference_nll"], out["reference_bits_per_dim"], out["nll"],
                   out["bits_per_dim"])
     table.append(out)
   return table
+
+
+def is_kept(r: dict[str, Any]) -> bool:
+  """Whether a row's figures come from an earlier table, not from its run."""
+  return r.get("source", "").startswith("kept from")
 
 
 def read_csv(path: str) -> list[dict[str, Any]]:
@@ -212,7 +217,7 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
            else "")
     published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
     status = r["status"] if r["status"] != "finished" else (
-        "measured" if not r.get("source", "").startswith("kept") else "measured (kept)")
+        "measured (kept)" if is_kept(r) else "measured")
     protocol = (f"{r['num_importance_samples']}, {r['test_examples']:,}" if r["nll"] != ""
                 else "")
     lines.append("| " + " | ".join(_cell(x) for x in (
@@ -235,7 +240,7 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
       lines.append(f"- how the protocol differs: {r['differences']}")
     lines.append(f"- status: {r['status']}"
                  + (f"; {r['source']}, its config unchanged (config_sha {r['config_sha']})"
-                    if r.get("source", "").startswith("kept") else ""))
+                    if is_kept(r) else ""))
     lines.append("")
   return "\n".join(lines)
 
