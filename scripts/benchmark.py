@@ -30,13 +30,26 @@ _WHAT = flags.DEFINE_list("what", ["train", "importance"],
                           "train: step throughput; importance: k=5000 log-likelihood; "
                           "vectorized: 8 sweep members vmapped vs one after another; "
                           "models: the train step of each published-model config, with its "
-                          "XLA FLOPs and fraction of the matmul peak.")
+                          "XLA FLOPs and fraction of the matmul peak; startup: make run's "
+                          "time to its first step and to its end, cold and warm cache.")
+_VECTORIZED = flags.DEFINE_list("vectorized_sizes", ["digits", "mnist"],
+                                "--what=vectorized: digits, mnist (batch 128) and/or mnist20 "
+                                "(batch 20, the IWAE paper's)")
+_DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"],
+                            "--what=models: each model in each train.compute_dtype "
+                            "(float32, bfloat16)")
+flags.register_validator(
+    "vectorized_sizes", lambda s: set(s) <= {"digits", "mnist", "mnist20"},
+    "--vectorized_sizes takes digits, mnist and/or mnist20")
+flags.register_validator(
+    "compute_dtypes", lambda s: set(s) <= {"float32", "bfloat16"},
+    "--compute_dtypes takes float32 and/or bfloat16")
 flags.register_validator(
     "batch_sizes", lambda sizes: all(s.isdigit() and int(s) >= 1 for s in sizes),
     "--batch_sizes must be positive integers, e.g. 32,128")
 flags.register_validator(
-    "what", lambda what: set(what) <= {"train", "importance", "vectorized", "models"},
-    "--what takes train, importance, vectorized and/or models")
+    "what", lambda what: set(what) <= {"train", "importance", "vectorized", "models", "startup"},
+    "--what takes train, importance, vectorized, models and/or startup")
 
 
 def main(argv):
@@ -55,16 +68,28 @@ def main(argv):
           f"{r['matmul_seconds']:.1f} s)")
   if "vectorized" in _WHAT.value:
     result["vectorized_sweep"] = []
-    for size in ("digits", "mnist"):
-      r = benchmark.vectorized_sweep(size, trials=_TRIALS.value)
+    for size in _VECTORIZED.value:
+      r = benchmark.vectorized_sweep(size, trials=_TRIALS.value,
+                                     steps_per_dispatch=_SPD.value)
       result["vectorized_sweep"].append(r)
       print(f"vectorised sweep, {size} size, {r['members']} members x {r['steps']} steps of "
-            f"batch {r['batch_size']}: one after another {r['separate_seconds']:.2f} s, "
-            f"vmapped {r['vectorized_seconds']:.2f} s: {r['speedup']:.2f}x")
+            f"batch {r['batch_size']}, {r['steps_per_dispatch']} per dispatch: one after "
+            f"another {r['separate_seconds']:.2f} s, vmapped {r['vectorized_seconds']:.2f} s: "
+            f"{r['speedup']:.2f}x", flush=True)
   if "models" in _WHAT.value:
-    result["models"] = [benchmark.model_step(spec, shape, _TRIALS.value)
-                        for spec, shape in benchmark.MODEL_SPECS.items()]
+    result["models"] = []
+    for spec, shape in benchmark.MODEL_SPECS.items():
+      for dtype in _DTYPES.value:
+        result["models"].append(benchmark.model_step(spec, shape, _TRIALS.value,
+                                                     overrides={"train.compute_dtype": dtype}))
+        print(benchmark.format_models(result["models"][-1:]), flush=True)  # row by row
     print(benchmark.format_models(result["models"]))
+  if "startup" in _WHAT.value:
+    r = result["startup"] = benchmark.startup()
+    print(f"make run's job: import {r['import_seconds']:.2f} s; first step after "
+          f"{r['cold']['time_to_first_step']:.2f} s cold, {r['warm']['time_to_first_step']:.2f} s "
+          f"warm (compilation cache); whole run {r['cold']['total_seconds']:.1f} s cold, "
+          f"{r['warm']['total_seconds']:.1f} s warm")
   from vae_jax import writers
   with writers.writing(_OUT.value):
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

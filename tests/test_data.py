@@ -213,3 +213,15 @@ def test_tfds_process_reads_only_its_share(monkeypatch):
   for p in parts:
     np.testing.assert_array_equal(p.validation, whole.validation)
     np.testing.assert_array_equal(p.test, whole.test)
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+  """The embedded default reads scikit-learn's digits file itself (its import
+  was a sixth of a warm `make run`): the same images and labels as
+  sklearn.datasets.load_digits."""
+  from sklearn.datasets import load_digits
+  images, labels = data.digits_arrays()
+  d = load_digits()
+  assert images.shape == (1797, 8, 8) and images.max() == 16
+  np.testing.assert_array_equal(images, d.images.astype(np.int64))
+  np.testing.assert_array_equal(labels, d.target)

@@ -304,3 +304,32 @@ def test_new_configs_small_forms_train_end_to_end(tmp_path, spec):
   if spec.startswith("cifar10"):
     assert test["nll"]["bits_per_dim"] == pytest.approx(
         test["nll"]["value"] / (32 * 32 * 3 * math.log(2)))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bfloat16_networks_keep_the_terms_float32_and_close(name):
+  """train.compute_dtype=bfloat16 (model.computing_in): the networks' matmuls
+  and convolutions run in bfloat16 (in the traced program), while the terms,
+  the gradients and the parameters stay float32; the ELBO is the float32
+  model's to bfloat16's precision (8 bits: 1 % here) and the gradient points
+  the same way (cosine > 0.99), for one draw (per_draw) and for two."""
+  m, params = _model(name)
+  m16 = m.computing_in("bfloat16")
+  assert m.compute_dtype == "float32" and m16.compute_dtype == "bfloat16"
+  batch, rng = _binary_images(4), jax.random.key(4)
+
+  def loss(model, p, k):
+    t = objectives.batch_terms(model, p, batch, rng, num_samples=k, analytic_kl=False)
+    return -jnp.mean(t["elbo"]), t["elbo"]
+
+  jaxpr = str(jax.make_jaxpr(lambda p: loss(m16, p, 1))(params))
+  assert "bf16" in jaxpr and "bf16" not in str(jax.make_jaxpr(lambda p: loss(m, p, 1))(params))
+  for k in (1, 2):
+    (_, e32), g32 = jax.value_and_grad(lambda p: loss(m, p, k), has_aux=True)(params)
+    (_, e16), g16 = jax.value_and_grad(lambda p: loss(m16, p, k), has_aux=True)(params)
+    assert e16.dtype == jnp.float32
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
+    np.testing.assert_allclose(e16, e32, rtol=1e-2)
+    a = np.concatenate([np.ravel(g) for g in jax.tree.leaves(g32)])
+    b = np.concatenate([np.ravel(g) for g in jax.tree.leaves(g16)])
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99

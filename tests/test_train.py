@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -53,6 +54,9 @@ def test_digits_run_writes_every_artefact(digits_run):
     np.testing.assert_allclose(r["elbo"], r["recon"] - r["kl"], rtol=1e-5)
     assert r["examples_per_sec"] > 0
   assert "val_elbo" in metrics[1] and "val_elbo" not in metrics[0]
+  # Seconds from the process's start to the first dispatch's end, once per start.
+  assert 0 < metrics[0]["time_to_first_step"] < time.time() - train.process_start_time() + 1
+  assert not any("time_to_first_step" in r for r in metrics[1:])
 
 
 def test_tensorboard_events_read_back(digits_run):
@@ -316,6 +320,52 @@ def test_step_with_non_finite_gradient_leaves_the_state_alone():
   assert not _leaves_equal(after_two.params, after_three.params)
 
 
+def test_unguarded_dispatch_marks_a_non_finite_gradient_and_is_otherwise_the_guarded_one():
+  """The training loop's fast path (guarded=False): the same steps as the
+  guarded update while everything is finite; a NaN gradient under a finite
+  loss marks the dispatch (at the last step only the end state's check can),
+  so the loop replays it guarded, which skips exactly that step."""
+  from vae_jax import benchmark as bm
+  from vae_jax import data
+  from vae_jax.objectives import Objective
+  jnp = jax.numpy
+  s = bm.flax_example_setup(num_examples=64)
+
+  class NanGradientAt(Objective):
+    bad: int = -1
+
+    def loss(self, model, params, batch, rng, step):
+      value, metrics = super().loss(model, params, batch, rng, step)
+      w = params["decoder"]["output"]["bias"][0]
+      u = (jnp.abs(w) + 1.0) * jnp.where(step == self.bad, -1.0, 1.0)
+      return value + jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u)), metrics
+
+  images, idx = jnp.asarray(s.images), data.batch_indices(0, 0, 3, 64, 16)
+
+  def run(bad, guarded):
+    objective = NanGradientAt()
+    object.__setattr__(objective, "bad", bad)
+    multi_step = jax.jit(train.make_multi_step(s.vae, objective, s.optimizer,
+                                               data.train_transform("none", 2),
+                                               jax.random.key(0), guarded=guarded))
+    return multi_step(bm._state(s), images, idx)
+
+  clean_fast, m_fast = run(-1, False)
+  clean_guarded, m_guarded = run(-1, True)
+  assert m_fast["skipped"].tolist() == m_guarded["skipped"].tolist() == [0.0, 0.0, 0.0]
+  for a, b in zip(jax.tree.leaves(clean_fast), jax.tree.leaves(clean_guarded)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  dirty, m_dirty = run(2, False)  # at the last step: every loss is finite, the end state not
+  assert np.isfinite(m_dirty["loss"]).all()
+  assert m_dirty["skipped"].tolist() == [0.0, 0.0, 1.0]
+  assert not bool(train.all_finite(dirty.params))
+  _, m_dirty = run(1, False)  # the next loss shows it too
+  assert m_dirty["skipped"].tolist() == [0.0, 0.0, 1.0]
+  replayed, m_replayed = run(1, True)
+  assert m_replayed["skipped"].tolist() == [0.0, 1.0, 0.0]
+  assert bool(train.all_finite(replayed.params))
+
+
 def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
   """With train.ema_decay the run keeps params' moving average, evaluates it
   (validation, best checkpoint, test) and resumes it bit for bit."""
@@ -363,6 +413,24 @@ def test_report_of_unfinished_run_is_one_line(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"config": {}}))
   with pytest.raises(UserError, match="has no eval.json"):
     report.write_report(str(tmp_path))
+
+
+def test_benchmarked_steps_cost_their_matmuls():
+  """The benchmark's library step (as the training loop runs it) and its
+  hand-tuned loop do the work of the step's matmuls (step_matmuls, counted by
+  hand) and little else, by XLA's cost analysis of the compiled programs: the
+  hand loop once broadcast its loss to (B, 28, B, 784), 15× the FLOPs, and the
+  benchmark timed that."""
+  from vae_jax import benchmark as bm
+  from vae_jax import data
+  s = bm.flax_example_setup(num_examples=64)
+  images, idx = jax.device_put(s.images), data.batch_indices(0, 0, 1, 64, 64)
+  matmuls = 64 * bm.flop_per_example(s.vae)  # Adam's ~10 FLOP a parameter: +3 %
+  library = train.make_update(s.vae, s.objective, s.optimizer, data.train_transform("none", 2),
+                              jax.random.key(0), guarded=False)
+  for update in (library, bm.hand_tuned_update(s)):
+    flop = bm._xla_flop(update.lower(bm._state(s), images, idx))
+    assert matmuls <= flop < 1.15 * matmuls, (flop, matmuls)
 
 
 def test_model_benchmark_counts_the_steps_flops_like_its_matmuls():

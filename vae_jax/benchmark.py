@@ -161,7 +161,8 @@ def library_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch:
                   ) -> Callable[[], float]:
   """A timer of the library's update (compiled here); each call trains on."""
   update = train.make_update(s.vae, s.objective, s.optimizer,
-                             data_lib.train_transform("none", 2), jax.random.key(1))
+                             data_lib.train_transform("none", 2), jax.random.key(1),
+                             guarded=False)  # as the training loop runs it
   images = jax.device_put(s.images)
   indices = [data_lib.batch_indices(0, i, steps_per_dispatch, len(s.images), batch_size)
              for i in range(0, num_steps, steps_per_dispatch)]
@@ -214,11 +215,11 @@ def plain_loop_timer(s: Setup, batch_size: int, num_steps: int) -> Callable[[], 
   return timer
 
 
-def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int
-                     ) -> Callable[[], float]:
-  """The hand-tuned loop: what the library's step would be with nothing but
-  the model, its loss and Adam (batched by hand, one normal draw per batch,
-  the stable softplus, no metrics, no NaN guard)."""
+def hand_tuned_update(s: Setup) -> Callable:
+  """The hand-tuned loop's jitted (state, images, indices (m, B)) -> (state,
+  losses): what the library's step would be with nothing but the model, its
+  loss and Adam (batched by hand, one normal draw per batch, the stable
+  softplus, no metrics, no NaN guard)."""
   vae, optimizer = s.vae, s.optimizer
 
   def loss(params, x, rng):
@@ -226,7 +227,8 @@ def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispat
     h = vae.encoder.apply({"params": params["encoder"]}, x)
     mean, log_var = jnp.split(h, 2, axis=-1)
     z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
-    logits = vae.decoder.apply({"params": params["decoder"]}, z)
+    # The decoder returns image-shaped logits: flatten, or x · logits broadcasts.
+    logits = vae.decoder.apply({"params": params["decoder"]}, z).reshape(x.shape)
     recon = jnp.sum(x * logits - (jnp.maximum(logits, 0.0)
                                   + jnp.log1p(jnp.exp(-jnp.abs(logits)))), axis=-1)
     kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
@@ -239,8 +241,14 @@ def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispat
     return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                          opt_state=opt_state), value
 
-  update = jax.jit(lambda state, images, indices: jax.lax.scan(
+  return jax.jit(lambda state, images, indices: jax.lax.scan(
       lambda st, idx: step(st, images, idx), state, indices), donate_argnums=(0,))
+
+
+def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int
+                     ) -> Callable[[], float]:
+  """A timer of `hand_tuned_update` (compiled here); each call trains on."""
+  update = hand_tuned_update(s)
   images = jax.device_put(s.images)
   indices = [data_lib.batch_indices(0, i, steps_per_dispatch, len(s.images), batch_size)
              for i in range(0, num_steps, steps_per_dispatch)]
@@ -255,11 +263,15 @@ def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispat
   return lambda: _examples_per_sec(run, len(indices) * steps_per_dispatch * batch_size)
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of the best of `repeats` n×n float32 matmuls."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
+def matmul_peak(n: int | None = None, repeats: int = 5, dtype: str = "float32",
+                precision: str | None = None) -> float:
+  """FLOP/s of the best of `repeats` n×n matmuls in `dtype` at `precision`
+  (None: the backend's default; a GPU's float32 default may be TF32); n = 2048
+  on a CPU, 8192 on an accelerator (2048² is too small to fill a GPU)."""
+  n = n or (2048 if jax.devices()[0].platform == "cpu" else 8192)
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=precision))
   dot(a, b).block_until_ready()
   best = float("inf")
   for _ in range(repeats):
@@ -273,7 +285,8 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
                         chunk: int = 100, trials: int = 2) -> dict:
   """The k-sample log-likelihood estimate (evaluation.estimator_for_params) on
   MNIST-sized examples with the Flax-example model, against its matmul time:
-  the decoder's 2·(20·500 + 500·784) FLOP per sample at the measured peak
+  the decoder's 2·(20·500 + 500·784) FLOP per sample at the measured peak at
+  'highest' precision, as evaluation runs
   (the encoder's once-per-chunk cost, 1/chunk of that, is left out)."""
   from vae_jax import evaluation
   s = flax_example_setup(num_examples)
@@ -284,7 +297,7 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   flop = num_examples * k * 2 * (20 * 500 + 500 * 784)
   times, peaks = [], []
   for _ in range(trials):
-    peaks.append(matmul_peak())
+    peaks.append(matmul_peak(precision="highest"))  # as evaluation computes
     start = time.perf_counter()
     for i in range(0, num_examples, batch_size):
       out = estimator(params, s.images[i:i + batch_size], jax.random.key(i))
@@ -296,13 +309,50 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
           "ratio_to_matmul_time": seconds / (flop / peak), "matmul_peak_gflops": peak / 1e9}
 
 
+def startup() -> dict:
+  """`make run`'s job (experiments/digits.py) in fresh processes: the import of
+  vae_jax.train, then the seconds to the end of the first dispatch (the run's
+  `time_to_first_step`: imports, data, initialisation, compilation) and to the
+  end of the run, with an empty persistent compilation cache (cold) and with
+  the one the cold run left (warm, every later run's case)."""
+  import json
+  import os
+  import subprocess
+  import sys
+  import tempfile
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "cache"),
+               PYTHONPATH=root)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import vae_jax.train"], env=env, check=True)
+    out["import_seconds"] = time.perf_counter() - start
+    for name in ("cold", "warm"):
+      workdir = os.path.join(tmp, name)
+      start = time.perf_counter()
+      subprocess.run([sys.executable, os.path.join(root, "scripts", "train.py"),
+                      "--config=" + os.path.join(root, "experiments", "digits.py"),
+                      f"--workdir={workdir}", "--config.train.progress_bar=false"],
+                     env=env, check=True, capture_output=True)
+      total = time.perf_counter() - start
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        first = json.loads(f.readline())["time_to_first_step"]
+      out[name] = {"time_to_first_step": first, "total_seconds": total}
+  return out
+
+
 # The published-model configs, each with the image shape of its dataset.
 MODEL_SPECS = {"iwae_two_layer.py:iwae,k=5": (28, 28, 1), "mnist_one_hour.py": (28, 28, 1),
                "hierarchical_mnist.py": (28, 28, 1), "cifar10.py": (32, 32, 3)}
 
 
-def _xla_flop(compiled) -> float:
-  cost = compiled.cost_analysis()
+def _xla_flop(program) -> float:
+  """FLOPs by XLA's cost analysis of a lowered (or compiled) program. The
+  lowered one, before the backend's passes, is the same on every device: a
+  GPU's compiled program hides its matmuls in library calls the analysis does
+  not count (it gave the one-hour MLP's step 0.06 GFLOP on an H200, 2.5 on CPU)."""
+  cost = program.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))
 
@@ -312,9 +362,9 @@ def model_step(spec: str, shape: tuple[int, ...], trials: int = 3, min_seconds: 
   """The library's train step on the model and batch of `experiments/<spec>`,
   on random pixels: examples/s (median of `trials`, each at least
   `min_seconds`), the FLOPs of one step from XLA's cost analysis of the
-  compiled one-step program (a loop's body would be counted once), and that
-  FLOP rate as a fraction of the float32 2048² matmul peak measured between
-  trials."""
+  lowered one-step program (a loop's body would be counted once), and that
+  FLOP rate as a fraction of the matmul peak (`matmul_peak`, in the config's
+  train.compute_dtype) measured between trials."""
   import os
 
   from vae_jax import cli, sweeps
@@ -324,14 +374,16 @@ def model_step(spec: str, shape: tuple[int, ...], trials: int = 3, min_seconds: 
   b = batch_size or c.train.batch_size
   binary = c.model.likelihood == "bernoulli"
   vae = model_lib.build(c.model, data_lib.DataSpec(shape, 2 if binary else 256))
+  vae = vae.computing_in(c.train.compute_dtype)
   s = Setup(vae, Objective.from_config(c.objective), train.build_optimizer(c.optimizer),
             np.random.default_rng(0).integers(0, 256, (4 * b,) + shape, dtype=np.uint8))
   transform = data_lib.train_transform("binarize" if binary else "none", 256)
   images = jax.device_put(s.images)
   # One jitted function for any number of steps per dispatch (the indices' shape).
-  update = train.make_update(vae, s.objective, s.optimizer, transform, jax.random.key(1))
+  update = train.make_update(vae, s.objective, s.optimizer, transform, jax.random.key(1),
+                             guarded=False)
   idx = data_lib.batch_indices(0, 0, 1, len(s.images), b)
-  flop = _xla_flop(update.lower(_state(s), images, idx).compile())
+  flop = _xla_flop(update.lower(_state(s), images, idx))
   spd = c.train.steps_per_dispatch
   box = {"state": update(_state(s), images,
                          data_lib.batch_indices(0, 0, spd, len(s.images), b))[0]}
@@ -346,20 +398,22 @@ def model_step(spec: str, shape: tuple[int, ...], trials: int = 3, min_seconds: 
   n = max(1, int(min_seconds / max(dispatches(1), 1e-4)))
   rates, peaks = [], []
   for _ in range(trials):
-    peaks.append(matmul_peak())
+    peaks.append(matmul_peak(dtype=c.train.compute_dtype))
     rates.append(n * spd * b / dispatches(n))
   rate, peak = statistics.median(rates), statistics.median(peaks)
-  return {"config": spec, "model": c.model.name, "image_shape": list(shape), "batch_size": b,
+  return {"config": spec, "model": c.model.name, "compute_dtype": c.train.compute_dtype,
+          "image_shape": list(shape), "batch_size": b,
           "steps_per_dispatch": spd, "examples_per_sec": rate, "flop_per_step": flop,
           "gflops": rate / b * flop / 1e9, "matmul_peak_gflops": peak / 1e9,
           "fraction_of_peak": rate / b * flop / peak}
 
 
 def format_models(rows: list[dict]) -> str:
-  lines = [f"{'config':<30} {'model':<10} {'batch':>5} {'ex/s':>9} {'GFLOP/step':>11} "
-           f"{'GFLOP/s':>8} {'% of peak':>9}"]
+  lines = [f"{'config':<30} {'model':<10} {'dtype':<8} {'batch':>5} {'ex/s':>9} "
+           f"{'GFLOP/step':>11} {'GFLOP/s':>8} {'% of peak':>9}"]
   for r in rows:
-    lines.append(f"{r['config']:<30} {r['model']:<10} {r['batch_size']:>5} "
+    lines.append(f"{r['config']:<30} {r['model']:<10} {r['compute_dtype']:<8} "
+                 f"{r['batch_size']:>5} "
                  f"{r['examples_per_sec']:>9.0f} {r['flop_per_step'] / 1e9:>11.3f} "
                  f"{r['gflops']:>8.1f} {100 * r['fraction_of_peak']:>8.1f}%")
   return "\n".join(lines)
@@ -426,11 +480,14 @@ def format_table(result: dict) -> str:
 
 
 def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
-                     steps_per_dispatch: int = 20, trials: int = 3) -> dict:
+                     steps_per_dispatch: int = 20, trials: int = 3,
+                     guarded: bool = False) -> dict:
   """Training throughput of `members` runs differing in seed and β: one after
   another (each the library's jitted update) vs one vmapped program
   (vae_jax.vectorized). size 'digits': 64-256-8 Binomial, batch 64; 'mnist':
-  784-500-20 Bernoulli, batch 128. Compilation excluded; trials interleaved."""
+  784-500-20 Bernoulli, batch 128; 'mnist20': the same at the IWAE paper's
+  batch of 20. Both unguarded, as the training loops run them (`guarded`: the
+  vmapped one guarded). Compilation excluded; trials interleaved."""
   from vae_jax import vectorized
   if size == "digits":
     c = config_lib.default()
@@ -439,7 +496,7 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
     transform = data_lib.train_transform("none", 17)
   else:
     c = _flax_example_config()
-    spec, batch = data_lib.DataSpec((28, 28, 1), 2), 128
+    spec, batch = data_lib.DataSpec((28, 28, 1), 2), 20 if size == "mnist20" else 128
     images = flax_example_setup().images
     transform = data_lib.train_transform("none", 2)
   c.train.batch_size = batch
@@ -454,8 +511,9 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
              for s in chunks] for i in range(members)}
   device_images = jax.device_put(images)
   separate = [train.make_update(vae, dataclasses.replace(Objective(), beta=float(b)), optimizer,
-                                transform, k) for b, k in zip(betas, keys)]
-  together = vectorized.make_update(vae, Objective(), c, transform)
+                                transform, k, guarded=False)  # as a run's loop
+              for b, k in zip(betas, keys)]
+  together = vectorized.make_update(vae, Objective(), c, transform, guarded=guarded)
   stacked_idx = [np.stack([idx[i][j] for i in range(members)]) for j in range(len(chunks))]
   args = (jnp.stack(keys), jnp.asarray(betas), jnp.full(members, c.optimizer.learning_rate,
                                                          jnp.float32))
@@ -489,7 +547,8 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
   sep, vec = statistics.median(times["separate"]), statistics.median(times["vectorized"])
   examples = members * len(chunks) * steps_per_dispatch * batch
   return {"size": size, "members": members, "steps": len(chunks) * steps_per_dispatch,
-          "batch_size": batch, "separate_seconds": sep, "vectorized_seconds": vec,
+          "batch_size": batch, "steps_per_dispatch": steps_per_dispatch, "guarded": guarded,
+          "separate_seconds": sep, "vectorized_seconds": vec,
           "separate_examples_per_sec": examples / sep,
           "vectorized_examples_per_sec": examples / vec, "speedup": sep / vec,
           "trials": trials, "device": jax.devices()[0].device_kind}

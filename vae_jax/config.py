@@ -112,6 +112,9 @@ def default() -> ml_collections.ConfigDict:
   t.progress_bar = True
   t.nan_policy = "stop"  # a non-finite loss/gradient: stop (naming the step) | skip the step
   t.ema_decay = config_dict.placeholder(float)  # e.g. 0.999: evaluate an EMA of the params
+  # The networks' arithmetic in training: float32 | bfloat16 (mixed precision:
+  # parameters, optimiser state, losses and every evaluation stay float32).
+  t.compute_dtype = "float32"
 
   c.eval = e = ml_collections.ConfigDict()
   e.batch_size = 256
@@ -175,6 +178,7 @@ _CHOICES = {
     "optimizer.name": ("adam", "adamw", "sgd"),
     "optimizer.schedule": ("constant", "cosine", "piecewise"),
     "train.nan_policy": ("stop", "skip"),
+    "train.compute_dtype": ("float32", "bfloat16"),
 }
 
 # field -> (lowest allowed, inclusive?) ; None values (unset placeholders) pass.
@@ -386,7 +390,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # reproduces the behaviour from before it existed: a recorded config without the
 # field reads as that value (absent other fields read as unset, None).
 LEGACY_DEFAULTS: dict[str, Any] = {"model.kernel_init": "lecun_normal",
-                                   "model.output_bias": "zero"}
+                                   "model.output_bias": "zero",
+                                   "train.compute_dtype": "float32"}
 
 
 def _ignored(key: str, ignore: tuple[str, ...]) -> bool:

@@ -106,10 +106,21 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
                     optimizer: optax.GradientTransformation,
                     transform: Callable[[jax.Array, jax.Array], jax.Array],
                     key: jax.Array, ema_decay: float | None = None,
-                    gather: Callable = lambda images, idx: images[idx]) -> Callable:
+                    gather: Callable = lambda images, idx: images[idx],
+                    guarded: bool = True) -> Callable:
   """The pure (state, train_images, indices (m, B)) -> (state, metrics (m,)):
   m training steps in one lax.scan. Step s draws its randomness from
-  fold_in(key, s); `gather` takes the batch from the training images."""
+  fold_in(key, s); `gather` takes the batch from the training images.
+
+  guarded: a step whose loss or gradient is not finite leaves the state as it
+  was, and `skipped` counts it. Unguarded, every step is applied, and
+  `skipped` marks a non-finite loss and, at the last step, a non-finite end
+  state: a dispatch with none marked met no non-finite loss or gradient, since
+  they stick (x + inf, x + NaN and the Adam moments of either stay non-finite),
+  and is what the guarded dispatch gives. The training loop runs unguarded and
+  replays a marked stretch guarded (`replay`): the guard's lax.cond copied the
+  parameters and moments at every step, 10 % of a CPU step at batch 32.
+  """
 
   def apply(grads, state: TrainState):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -128,14 +139,14 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
     x = transform(gather(train_images, batch_idx), data_rng)
     loss = lambda p: objective.loss(model, p, x, loss_rng, state.step)
     (loss_value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-    # A non-finite loss or gradient leaves the state as it was (and is counted):
-    # the loop then stops or goes on, as train.nan_policy says. The update runs
-    # in a lax.cond: selecting the new or the old state with jnp.where kept both
-    # alive, so XLA copied every Adam moment at each step, and the test read
-    # each gradient three times; the two were a fifth of a CPU step at batch
-    # 32-128 (vae_jax/benchmark.py has the measurements).
-    finite = jnp.isfinite(loss_value) & all_finite(grads)
-    params, opt_state, ema = jax.lax.cond(finite, apply, keep, grads, state)
+    if guarded:
+      # A lax.cond, not jnp.where: selecting the new or the old state kept both
+      # alive, and XLA copied every Adam moment at each step.
+      finite = jnp.isfinite(loss_value) & all_finite(grads)
+      params, opt_state, ema = jax.lax.cond(finite, apply, keep, grads, state)
+    else:
+      finite = jnp.isfinite(loss_value)
+      params, opt_state, ema = apply(grads, state)
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     return TrainState(state.step + 1, params, opt_state, ema), metrics
 
@@ -145,8 +156,14 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
       # slower inside a while loop (a scan of length 1 is still one) than
       # outside it, so conv configs dispatch one step at a time.
       state, metrics = step_fn(state, train_images, indices[0])
-      return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state, indices)
+      metrics = jax.tree.map(lambda m: m[None], metrics)
+    else:
+      state, metrics = jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state,
+                                    indices)
+    if not guarded:  # one read of the parameters per dispatch
+      bad_end = 1.0 - all_finite(state.params).astype(jnp.float32)
+      metrics["skipped"] = metrics["skipped"].at[-1].max(bad_end)
+    return state, metrics
   return multi_step
 
 
@@ -154,7 +171,7 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
                 optimizer: optax.GradientTransformation,
                 transform: Callable[[jax.Array, jax.Array], jax.Array],
                 key: jax.Array, ema_decay: float | None = None,
-                mesh: jax.sharding.Mesh | None = None) -> Callable:
+                mesh: jax.sharding.Mesh | None = None, guarded: bool = True) -> Callable:
   """`make_multi_step`, jitted with the state donated.
 
   With a mesh of several devices, the indices, and so each batch, are split
@@ -163,12 +180,13 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
   part of the batch from its own block (its indices are into that shard).
   """
   if mesh is None or mesh.size == 1:
-    return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay),
-                   donate_argnums=(0,))
+    return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay,
+                                   guarded=guarded), donate_argnums=(0,))
   from jax.sharding import NamedSharding, PartitionSpec
   gather = jax.shard_map(lambda images, idx: images[idx], mesh=mesh,
                          in_specs=(PartitionSpec("data"),) * 2, out_specs=PartitionSpec("data"))
-  multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather)
+  multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather,
+                               guarded)
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(multi_step, donate_argnums=(0,),
                  in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
@@ -442,6 +460,12 @@ class RunFiles:
     self.best.close()
 
 
+def process_start_time() -> float:
+  """When this process started (time.time()'s clock)."""
+  import psutil  # Deferred: only the first dispatch asks.
+  return psutil.Process().create_time()
+
+
 def run_keys(seed: int) -> jax.Array:
   """A run's four keys, from its seed: initialisation, training, evaluation, images."""
   return jax.random.split(jax.random.key(seed), 4)
@@ -508,9 +532,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     estimator = evaluation.make_estimator(model, mesh, elbo_samples=config.eval.elbo_samples,
                                           num_importance_samples=0, chunk=1)
     if start < total_steps:
-      update = make_update(model, objective, optimizer,
-                           data_lib.train_transform(data.train_transform, data.raw_levels),
-                           run.train_key, t.ema_decay, mesh)
+      transform = data_lib.train_transform(data.train_transform, data.raw_levels)
+      # Unguarded dispatches; a stretch with a non-finite step is replayed guarded
+      # from the state at the stretch's start, the anchor (see make_multi_step).
+      train_model = model.computing_in(t.compute_dtype)  # evaluation stays float32
+      update = make_update(train_model, objective, optimizer, transform, run.train_key,
+                           t.ema_decay, mesh, guarded=False)
+      guarded_update = None
       if mesh.size > 1:  # this process's shard on each of its devices
         train_images = backend.on_each_device(mesh, data.train)
       else:
@@ -522,17 +550,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       disable=not (t.progress_bar and lead), file=sys.stderr,
                       dynamic_ncols=True)
       signals = StopOnSignal()
-      while step < total_steps:
-        end = next_boundary(step, t, total_steps)
-        indices = data_lib.batch_indices(config.seed, step, end - step, len(data.train),
+
+      def indices_for(begin: int, end: int):
+        indices = data_lib.batch_indices(config.seed, begin, end - begin, len(data.train),
                                          local_batch, stream)
         if mesh.size > 1:
           indices = backend.global_array(mesh, jax.sharding.PartitionSpec(None, "data"),
                                          indices)
-        state, metrics = update(state, train_images, indices)
+        return indices
+
+      anchor, anchor_step = jax.tree.map(jnp.copy, state), step
+      while step < total_steps:
+        end = next_boundary(step, t, total_steps)
+        state, metrics = update(state, train_images, indices_for(step, end))
         pending.append(metrics)
         if step == start:  # once: what the run really ran on, for its metrics
           num_devices = len(jax.tree.leaves(state.params)[0].sharding.device_set)
+          # Seconds from the process's start to its first dispatch's end (imports,
+          # data, compilation): what a user waits before training starts.
+          jax.block_until_ready(metrics)
+          first_step = time.time() - process_start_time()
         bar.update(end - step)
         step = end
         stop = signals.received is not None
@@ -542,8 +579,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if not (is_log or is_eval or is_ckpt):
           continue
         # Everything written from here on depends on this state: check it first.
-        row = run.check_finite(drain(pending), step)
+        host = drain(pending)
+        if host["skipped"].any():
+          if guarded_update is None:
+            guarded_update = make_update(train_model, objective, optimizer, transform,
+                                         run.train_key, t.ema_decay, mesh)
+          state, begin = anchor, anchor_step  # the same dispatches again, guarded
+          while begin < step:
+            boundary = next_boundary(begin, t, total_steps)
+            state, metrics = guarded_update(state, train_images, indices_for(begin, boundary))
+            pending.append(metrics)
+            begin = boundary
+          host = drain(pending)
+        row = run.check_finite(host, step)
         row["num_devices"] = num_devices
+        if first_step is not None:  # in the first row after a start or a resume
+          row["time_to_first_step"], first_step = first_step, None
         row["train_seconds"] = run.tick()
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
                                    / (time.time() - last_log_time))
@@ -561,6 +612,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           raise Interrupted(signum, f"stopped by signal {signum} at step "
                             f"{step}: checkpoint written to {run.latest.directory}; run the "
                             "same command to resume")
+        anchor, anchor_step = jax.tree.map(jnp.copy, state), step
         last_log_time = time.time()  # examples/s counts training, not eval or saving
       signals.restore()
       bar.close()

@@ -55,16 +55,17 @@ def _member(tree: Any, i: int) -> Any:
 
 def make_update(model: model_lib.LatentVariableModel, objective: Objective,
                 config: ml_collections.ConfigDict,
-                transform) -> Any:
+                transform, guarded: bool = True) -> Any:
   """The jitted (states (K,...), images, indices (K, m, B), keys (K,), betas (K,),
   learning rates (K,)) -> (states, metrics (K, m)): `train.make_multi_step`
-  vmapped over members, each with its own β and learning rate."""
+  vmapped over members, each with its own β and learning rate (`guarded`: see
+  there; vmapped, the guard's cond computes both branches and selects)."""
 
   def member(state, images, indices, key, beta, learning_rate):
     step = train_lib.make_multi_step(
         model, dataclasses.replace(objective, beta=beta),
         train_lib.build_optimizer(config.optimizer, learning_rate=learning_rate),
-        transform, key, config.train.ema_decay)
+        transform, key, config.train.ema_decay, guarded=guarded)
     return step(state, images, indices)
 
   return jax.jit(jax.vmap(member, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
@@ -137,8 +138,12 @@ def _train(configs, workdirs, base) -> list[dict]:
 def _loop(files, configs, data, model, objective, total_steps, start) -> None:
   t = configs[0].train
   k = len(files)
-  update = make_update(model, objective, configs[0],
-                       data_lib.train_transform(data.train_transform, data.raw_levels))
+  train_model = model.computing_in(t.compute_dtype)  # evaluation stays float32
+  transform = data_lib.train_transform(data.train_transform, data.raw_levels)
+  # Unguarded, as a single run's loop: a stretch with a non-finite step in any
+  # member is replayed guarded from the anchor (train.make_multi_step).
+  update = make_update(train_model, objective, configs[0], transform, guarded=False)
+  guarded_update = None
   estimator = evaluation.make_estimator(model, None, elbo_samples=configs[0].eval.elbo_samples,
                                         num_importance_samples=0, chunk=1)
   states = _stack([f.state for f in files])
@@ -149,12 +154,14 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
   pending: list[dict] = []
   step, last_log_step, last_log_time = start, start, time.time()
   signals = train_lib.StopOnSignal()
+  indices_for = lambda begin, end: np.stack([
+      data_lib.batch_indices(c.seed, begin, end - begin, len(data.train), t.batch_size)
+      for c in configs])
+  anchor, anchor_step = jax.tree.map(jnp.copy, states), step
   try:
     while step < total_steps:
       end = train_lib.next_boundary(step, t, total_steps)
-      indices = np.stack([data_lib.batch_indices(c.seed, step, end - step, len(data.train),
-                                                 t.batch_size) for c in configs])
-      states, metrics = update(states, images, indices, keys, betas, rates)
+      states, metrics = update(states, images, indices_for(step, end), keys, betas, rates)
       pending.append(metrics)
       step = end
       stop = signals.received is not None
@@ -162,6 +169,17 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
       if not (is_log or is_eval or is_ckpt):
         continue
       host = train_lib.drain(pending, axis=1)
+      if host["skipped"].any():
+        if guarded_update is None:
+          guarded_update = make_update(train_model, objective, configs[0], transform)
+        states, begin = anchor, anchor_step  # the same dispatches again, guarded
+        while begin < step:
+          boundary = train_lib.next_boundary(begin, t, total_steps)
+          states, metrics = guarded_update(states, images, indices_for(begin, boundary), keys,
+                                           betas, rates)
+          pending.append(metrics)
+          begin = boundary
+        host = train_lib.drain(pending, axis=1)
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for i, f in enumerate(files):
         row = f.check_finite({name: v[i] for name, v in host.items()}, step)
@@ -179,6 +197,7 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
         signum = signals.received or signal.SIGTERM
         raise Interrupted(signum, f"stopped by signal {signum} at step {step}: checkpoints "
                           "written for every member; run the same command to resume")
+      anchor, anchor_step = jax.tree.map(jnp.copy, states), step
       last_log_time = time.time()
   finally:
     signals.restore()

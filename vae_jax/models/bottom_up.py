@@ -34,6 +34,7 @@ from vae_jax.models.base import (
   Latents,
   LatentVariableModel,
   Params,
+  per_draw,
   split_gaussian,
   temperature_sample,
 )
@@ -121,9 +122,9 @@ class BottomUp(LatentVariableModel):
   def _q_context(self, params: Params, i: int, below: jax.Array
                  ) -> tuple[distributions.DiagGaussian, jax.Array]:
     if i == 0:
-      h = self.x_encoder.apply({"params": params["encoder"]["x"]}, below * self.input_scale)
+      h = self.net(self.x_encoder, params["encoder"]["x"], below * self.input_scale)
     else:
-      h = self._up(i - 1).apply({"params": params["encoder"][f"up_{i - 1}"]}, below)
+      h = self.net(self._up(i - 1), params["encoder"][f"up_{i - 1}"], below)
     d = self.latent_dims[i]
     return split_gaussian(h[..., :2 * d]), h[..., 2 * d:]
 
@@ -132,14 +133,14 @@ class BottomUp(LatentVariableModel):
     if i == self.num_layers - 1:
       zeros = jnp.zeros(above.shape[:-1] + (self.latent_dims[i],), above.dtype)
       return distributions.DiagGaussian(zeros, zeros)
-    h = self._down(i).apply({"params": params["decoder"][f"down_{i}"]}, above)
+    h = self.net(self._down(i), params["decoder"][f"down_{i}"], above)
     if self.latent_variance == "network":
       return split_gaussian(h)
     return distributions.DiagGaussian(h, jnp.broadcast_to(params["decoder"][f"log_var_{i}"],
                                                           h.shape))
 
   def _decode(self, params: Params, z1: jax.Array) -> jax.Array:
-    return self.x_decoder.apply({"params": params["decoder"]["x"]}, z1)
+    return self.net(self.x_decoder, params["decoder"]["x"], z1)
 
   def draws(self, params, x, rng, num_samples, stop_grad_q=False):
     keys = jax.random.split(rng, self.num_layers)
@@ -169,7 +170,8 @@ class BottomUp(LatentVariableModel):
       else:
         log_pz[g] = self._p(params, i, zs[i + 1]).log_prob(zs[i])
     return Draws(z={group_name(i): zs[i] for i in range(self.num_layers)},
-                 log_px_z=self._log_px_z(params, self._decode(params, zs[0]), x),
+                 log_px_z=self._log_px_z(params, per_draw(lambda z: self._decode(params, z),
+                                                          zs[0]), x),
                  log_pz=log_pz, log_qz=log_qz, kl=kl)
 
   def posterior_summary(self, params, x):

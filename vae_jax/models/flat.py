@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions, flows, priors
-from vae_jax.models.base import Draws, Latents, LatentVariableModel, Params
+from vae_jax.models.base import Draws, Latents, LatentVariableModel, Params, per_draw
 
 GROUP = "z"
 
@@ -60,7 +60,7 @@ class Flat(LatentVariableModel):
   def _encoder_out(self, params: Params, x: jax.Array) -> jax.Array:
     """(mean, log_var, the flow's context) concatenated."""
     net = {k: v for k, v in params["encoder"].items() if k != "flow"}
-    return self.encoder.apply({"params": net}, x * self.input_scale)
+    return self.net(self.encoder, net, x * self.input_scale)
 
   def encode(self, params: Params, x: jax.Array) -> distributions.DiagGaussian:
     """The Gaussian q(z|x) (with a flow: its base distribution)."""
@@ -71,7 +71,7 @@ class Flat(LatentVariableModel):
   def decode(self, params: Params, z: jax.Array) -> jax.Array:
     """The likelihood's parameters, (..., *likelihood.output_shape(image_shape))."""
     net = {k: v for k, v in params["decoder"].items() if k != "prior"}
-    return self.decoder.apply({"params": net}, z)
+    return self.net(self.decoder, net, z)
 
   def _draws(self, params: Params, x: jax.Array, q: distributions.DiagGaussian,
              context: jax.Array | None, rng: jax.Array, num_samples: int,
@@ -79,7 +79,7 @@ class Flat(LatentVariableModel):
     eps = jax.random.normal(rng, (num_samples,) + q.mean.shape, q.mean.dtype)
     z, log_qz = flows.sample_and_log_prob(q, eps, self.flow, params["encoder"].get("flow"),
                                           context, stop_grad_q)
-    log_px_z = self._log_px_z(params, self.decode(params, z), x)
+    log_px_z = self._log_px_z(params, per_draw(lambda z: self.decode(params, z), z), x)
     kl = ({GROUP: jnp.broadcast_to(q.kl_to_standard_normal_per_dim(), z.shape)}
           if self.analytic_kl else {})
     return Draws(z={GROUP: z}, log_px_z=log_px_z,

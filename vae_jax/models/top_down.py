@@ -158,12 +158,12 @@ class TopDown(LatentVariableModel):
     """The bottom-up pass: f_s at each latent resolution, top scale first."""
     mods, p = self._pieces()[0], params["encoder"]
     act = ACTIVATIONS[self.activation]
-    h = mods["stem"].apply({"params": p["stem"]}, x * self.input_scale)
+    h = self.net(mods["stem"], p["stem"], x * self.input_scale)
     feats = []
     for s in reversed(range(self.num_scales)):
-      h = mods[f"down_{s}"].apply({"params": p[f"down_{s}"]}, act(h))
+      h = self.net(mods[f"down_{s}"], p[f"down_{s}"], act(h))
       for j in range(self.encoder_blocks):
-        h = mods[f"block_{s}_{j}"].apply({"params": p[f"block_{s}_{j}"]}, h)
+        h = self.net(mods[f"block_{s}_{j}"], p[f"block_{s}_{j}"], h)
       feats.append(h)
     return feats[::-1]
 
@@ -174,7 +174,7 @@ class TopDown(LatentVariableModel):
     enc_mods, mods = self._pieces()
     p = params["decoder"]
     act = ACTIVATIONS[self.activation]
-    apply = lambda name, *a: mods[name].apply({"params": p[name]}, *a)
+    apply = lambda name, *a: self.net(mods[name], p[name], *a)
     h = jnp.broadcast_to(p["h_top"], batch + p["h_top"].shape)
     scales = self.group_scales
     for idx, (g, s) in enumerate(scales):
@@ -194,8 +194,8 @@ class TopDown(LatentVariableModel):
     enc_mods = self._pieces()[0]
     act = ACTIVATIONS[self.activation]
     f = jnp.broadcast_to(f, h.shape[:-1] + f.shape[-1:])
-    out = enc_mods[f"posterior_{g}"].apply({"params": params["encoder"][f"posterior_{g}"]},
-                                           act(jnp.concatenate([h, f], axis=-1)))
+    out = self.net(enc_mods[f"posterior_{g}"], params["encoder"][f"posterior_{g}"],
+                   act(jnp.concatenate([h, f], axis=-1)))
     zc = self.latent_channels
     d_mean, d_log_var = out[..., :zc], out[..., zc:2 * zc]
     return (distributions.DiagGaussian(prior.mean + d_mean,
