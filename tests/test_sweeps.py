@@ -235,3 +235,33 @@ def test_ablation_small_form_end_to_end(tmp_path, name):
     by = {(r["objective.estimator"], r["objective.num_samples"]): r for r in rows}
     assert by[("dreg", 1)]["test_nll"] == pytest.approx(by[("stl", 1)]["test_nll"], rel=1e-5)
     assert all(r["test_grad_encoder_snr"] > 0 and r["test_grad_decoder_snr"] > 0 for r in rows)
+
+
+def test_vectorised_members_replay_a_nan_step_like_their_separate_runs(tmp_path, monkeypatch):
+  """A NaN gradient (finite loss) at step 13 in every member, nan_policy=skip:
+  the vmapped loop, unguarded, sees the non-finite end state at the next log,
+  replays the stretch guarded and skips that step alone, ending where the
+  member's separate run ends."""
+  from vae_jax.objectives import Objective
+  jnp = jax.numpy
+  real = Objective.loss
+
+  def loss(self, model, params, batch, rng, step):
+    value, metrics = real(self, model, params, batch, rng, step)
+    w = params["decoder"]["output"]["bias"].reshape(-1)[0]
+    u = (jnp.abs(w) + 1.0) * jnp.where(step == 12, -1.0, 1.0)
+    return value + jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u)), metrics
+
+  monkeypatch.setattr(Objective, "loss", loss)
+  spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1, "objective.beta": 2.0}]',
+                     'sweeps.apply(sweeps.experiment("digits", "small"), '
+                     '{"train.nan_policy": "skip"})')
+  s = sweeps.Sweep(spec)
+  launch.run_group(s, [0, 1], str(tmp_path / "v"))
+  launch.run_member(s, 1, str(tmp_path / "s"))
+  a = runs.load_run(str(tmp_path / "v" / s.names[1]), "latest")
+  b = runs.load_run(str(tmp_path / "s" / s.names[1]), "latest")
+  assert [r["skipped_steps"] for r in a.metrics] == [r["skipped_steps"] for r in b.metrics]
+  assert sum(r["skipped_steps"] for r in a.metrics) == 1
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)

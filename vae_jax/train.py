@@ -215,6 +215,21 @@ class StopOnSignal:
     self._previous = {}
 
 
+def replay(dispatch: Callable[[Any, int, int], tuple[Any, dict]], anchor: Any, begin: int,
+           end: int, t: ml_collections.ConfigDict, total: int) -> tuple[Any, list[dict]]:
+  """The dispatches from step `begin` to `end` again, cut as before
+  (`next_boundary`), from `anchor`, the state at `begin`: `dispatch(state, a, b)`
+  runs steps a..b (guarded, where a stretch met a non-finite step). Returns the
+  state at `end` and the dispatches' metrics."""
+  state, metrics = anchor, []
+  while begin < end:
+    boundary = next_boundary(begin, t, total)
+    state, m = dispatch(state, begin, boundary)
+    metrics.append(m)
+    begin = boundary
+  return state, metrics
+
+
 def next_boundary(step: int, t: ml_collections.ConfigDict, total: int) -> int:
   """Where the dispatch starting at `step` ends: a function of `step` alone, so a
   resumed run cuts its steps into the same scans as the uninterrupted run."""
@@ -584,12 +599,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if guarded_update is None:
             guarded_update = make_update(train_model, objective, optimizer, transform,
                                          run.train_key, t.ema_decay, mesh)
-          state, begin = anchor, anchor_step  # the same dispatches again, guarded
-          while begin < step:
-            boundary = next_boundary(begin, t, total_steps)
-            state, metrics = guarded_update(state, train_images, indices_for(begin, boundary))
-            pending.append(metrics)
-            begin = boundary
+          state, pending = replay(
+              lambda s, a, b: guarded_update(s, train_images, indices_for(a, b)),
+              anchor, anchor_step, step, t, total_steps)
           host = drain(pending)
         row = run.check_finite(host, step)
         row["num_devices"] = num_devices

@@ -172,13 +172,9 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
       if host["skipped"].any():
         if guarded_update is None:
           guarded_update = make_update(train_model, objective, configs[0], transform)
-        states, begin = anchor, anchor_step  # the same dispatches again, guarded
-        while begin < step:
-          boundary = train_lib.next_boundary(begin, t, total_steps)
-          states, metrics = guarded_update(states, images, indices_for(begin, boundary), keys,
-                                           betas, rates)
-          pending.append(metrics)
-          begin = boundary
+        states, pending = train_lib.replay(
+            lambda s, a, b: guarded_update(s, images, indices_for(a, b), keys, betas, rates),
+            anchor, anchor_step, step, t, total_steps)
         host = train_lib.drain(pending, axis=1)
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for i, f in enumerate(files):
