@@ -14,9 +14,12 @@
 # eval_bfloat16.json}. Like training on a GPU (vae_jax.backend), it runs with
 # XLA's deterministic GPU ops.
 set -u
-out=${1:?usage: scripts/gpu_benchmark.sh OUT_DIR [MNIST_NPZ] [TRAIN_STEPS]}
-npz=${2:-../shared/data/mnist/train.npz}
+out=$(realpath -m "${1:?usage: scripts/gpu_benchmark.sh OUT_DIR [MNIST_NPZ] [TRAIN_STEPS]}")
+npz=$(realpath -m "${2:-$(dirname "$0")/../../shared/data/mnist/train.npz}")
 steps=${3:-30000}
+if [ "$steps" -le 1000 ]; then echo "TRAIN_STEPS must exceed the 1,000 warm-up steps" >&2; exit 2; fi
+cd "$(dirname "$0")/.."  # the repository root
+runs=$(mktemp -d)  # fresh run directories: a rerun never resumes or reuses an old run
 py=${PYTHON:-python3}
 backend=${BACKEND:-gpu}  # BACKEND=cpu and EXTRA (benchmark flags) try it out on a CPU
 mkdir -p "$out"
@@ -42,6 +45,6 @@ for dtype in float32 bfloat16; do
     --config.data.path="$npz" --config.backend="$backend" --config.train.compute_dtype=$dtype \
     --config.train.num_steps="$steps" --config.optimizer.decay_steps=$((steps - 1000)) \
     --config.train.progress_bar=false \
-    --config.eval.figures=false --workdir="/tmp/gpu_nll_$dtype" ${TRAIN_EXTRA:-}
-  cp "/tmp/gpu_nll_$dtype/eval.json" "$out/eval_$dtype.json" 2>> "$log"
+    --config.eval.figures=false --workdir="$runs/nll_$dtype" ${TRAIN_EXTRA:-}
+  cp "$runs/nll_$dtype/eval.json" "$out/eval_$dtype.json" 2>> "$log"
 done

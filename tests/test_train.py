@@ -448,3 +448,18 @@ def test_model_benchmark_counts_the_steps_flops_like_its_matmuls():
   assert matmuls <= r["flop_per_step"] < 1.15 * matmuls, (r["flop_per_step"], matmuls)
   assert r["examples_per_sec"] > 0 and 0 < r["fraction_of_peak"] < 1
   assert "mnist_one_hour.py" in bm.format_models([r])
+
+
+def test_time_to_first_step_is_in_the_first_row_written(tmp_path):
+  """Logged every 20 steps, checkpointed every 10: the first boundary writes no
+  row, and the first row written (step 20) carries the time to the first step,
+  counted from this run's start (not the first in this process)."""
+  c = experiment("digits")
+  c.train.num_steps, c.train.log_every_steps, c.train.checkpoint_every_steps = 40, 20, 10
+  c.train.eval_every_steps = 40
+  start = time.time()
+  train.train_and_evaluate(c, str(tmp_path))
+  rows = runs.load_run(str(tmp_path)).metrics
+  assert [r["step"] for r in rows] == [20, 40]
+  assert 0 < rows[0]["time_to_first_step"] < time.time() - start
+  assert "time_to_first_step" not in rows[1]

@@ -494,7 +494,7 @@ def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: i
 
 def format_table(result: dict) -> str:
   lines = [f"{result['platform']} ({result['device']}), {result['flop_per_example'] / 1e6:.2f}"
-           f" MFLOP per example and step, float32 matmul peak "
+           f" MFLOP per example and step, float32 matmul peak (default precision) "
            f"{result['matmul_peak_gflops']:.0f} GFLOP/s; medians of {result['trials']} "
            "interleaved trials; % = of the matmul-only limit (same run)",
            f"{'batch':>6} {'vae_jax ex/s':>13} {'plain ex/s':>11} {'hand ex/s':>10} "

@@ -115,11 +115,15 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
   guarded: a step whose loss or gradient is not finite leaves the state as it
   was, and `skipped` counts it. Unguarded, every step is applied, and
   `skipped` marks a non-finite loss and, at the last step, a non-finite end
-  state: a dispatch with none marked met no non-finite loss or gradient, since
-  they stick (x + inf, x + NaN and the Adam moments of either stay non-finite),
-  and is what the guarded dispatch gives. The training loop runs unguarded and
-  replays a marked stretch guarded (`replay`): the guard's lax.cond copied the
-  parameters and moments at every step, 10 % of a CPU step at batch 32.
+  state (parameters or optimiser moments). Non-finite values stick (x + inf,
+  x + NaN, and Adam's moments of either or of an overflowing g² stay
+  non-finite), so an unmarked dispatch met no non-finite loss or gradient
+  and is what the guarded dispatch gives. (One narrow difference: the guard
+  also skips a finite gradient whose column sums overflow float32, see
+  `all_finite`; unguarded, such a step is seen only where it leaves a
+  parameter or moment non-finite, as Adam's g² does.) The training loop runs
+  unguarded and replays a marked stretch guarded (`replay`): the guard's
+  lax.cond made XLA copy the parameters and moments at every step.
   """
 
   def apply(grads, state: TrainState):
@@ -160,8 +164,8 @@ def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
     else:
       state, metrics = jax.lax.scan(lambda s, idx: step_fn(s, train_images, idx), state,
                                     indices)
-    if not guarded:  # one read of the parameters per dispatch
-      bad_end = 1.0 - all_finite(state.params).astype(jnp.float32)
+    if not guarded:  # one read of the parameters and moments per dispatch
+      bad_end = 1.0 - all_finite((state.params, state.opt_state)).astype(jnp.float32)
       metrics["skipped"] = metrics["skipped"].at[-1].max(bad_end)
     return state, metrics
   return multi_step
@@ -477,8 +481,14 @@ class RunFiles:
 
 def process_start_time() -> float:
   """When this process started (time.time()'s clock)."""
-  import psutil  # Deferred: only the first dispatch asks.
+  import psutil
   return psutil.Process().create_time()
+
+
+# Runs this process has started: the first one's time to first step counts from
+# the process's start (imports included), a later one's (members of a sweep run
+# one after another in one process) from its own start.
+_runs_started = 0
 
 
 def run_keys(seed: int) -> jax.Array:
@@ -516,6 +526,9 @@ def output_bias_from_data(model_config: ml_collections.ConfigDict,
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         mesh: jax.sharding.Mesh) -> dict:
+  global _runs_started
+  origin = process_start_time() if _runs_started == 0 else time.time()
+  _runs_started += 1
   t = config.train
   lead, num_processes = backend.is_lead(), jax.process_count()
   data = data_lib.load(config.data, config.model.likelihood,
@@ -575,6 +588,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         return indices
 
       anchor, anchor_step = jax.tree.map(jnp.copy, state), step
+      first_step = None
       while step < total_steps:
         end = next_boundary(step, t, total_steps)
         state, metrics = update(state, train_images, indices_for(step, end))
@@ -584,7 +598,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           # Seconds from the process's start to its first dispatch's end (imports,
           # data, compilation): what a user waits before training starts.
           jax.block_until_ready(metrics)
-          first_step = time.time() - process_start_time()
+          first_step = time.time() - origin
         bar.update(end - step)
         step = end
         stop = signals.received is not None
@@ -605,7 +619,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           host = drain(pending)
         row = run.check_finite(host, step)
         row["num_devices"] = num_devices
-        if first_step is not None:  # in the first row after a start or a resume
+        if first_step is not None and (is_log or is_eval):  # the first row written
           row["time_to_first_step"], first_step = first_step, None
         row["train_seconds"] = run.tick()
         row["examples_per_sec"] = ((step - last_log_step) * t.batch_size
