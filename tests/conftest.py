@@ -57,3 +57,25 @@ def train_cli(workdir, *args, env=None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def digits_config():
   return experiment("digits")
+
+
+def nan_gradient_at(params, step, bad_step):
+  """A term to add to a loss: 0 in value at every step, and a gradient 0 · d√u
+  that is NaN where u < 0, at `bad_step` only: a finite loss whose gradient
+  is not finite."""
+  import jax.numpy as jnp
+  w = params["decoder"]["output"]["bias"].reshape(-1)[0]
+  u = (jnp.abs(w) + 1.0) * jnp.where(step == bad_step, -1.0, 1.0)
+  return jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u))
+
+
+def patch_nan_gradient_at(monkeypatch, bad_step):
+  """Objective.loss with `nan_gradient_at(…, bad_step)` added, for every run."""
+  from vae_jax.objectives import Objective
+  real = Objective.loss
+
+  def loss(self, model, params, batch, rng, step):
+    value, metrics = real(self, model, params, batch, rng, step)
+    return value + nan_gradient_at(params, step, bad_step), metrics
+
+  monkeypatch.setattr(Objective, "loss", loss)

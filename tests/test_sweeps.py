@@ -14,7 +14,7 @@ from vae_jax import launch, results, runs, sweeps
 from vae_jax.errors import UserError
 from vae_jax.sweeps import product, sweep, zip_
 
-from conftest import ROOT
+from conftest import ROOT, patch_nan_gradient_at
 
 ABLATIONS = ("beta", "latent_size", "iwae_k", "warmup_free_bits", "kl_estimator", "estimator",
              "prior_posterior")
@@ -242,17 +242,7 @@ def test_vectorised_members_replay_a_nan_step_like_their_separate_runs(tmp_path,
   the vmapped loop, unguarded, sees the non-finite end state at the next log,
   replays the stretch guarded and skips that step alone, ending where the
   member's separate run ends."""
-  from vae_jax.objectives import Objective
-  jnp = jax.numpy
-  real = Objective.loss
-
-  def loss(self, model, params, batch, rng, step):
-    value, metrics = real(self, model, params, batch, rng, step)
-    w = params["decoder"]["output"]["bias"].reshape(-1)[0]
-    u = (jnp.abs(w) + 1.0) * jnp.where(step == 12, -1.0, 1.0)
-    return value + jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u)), metrics
-
-  monkeypatch.setattr(Objective, "loss", loss)
+  patch_nan_gradient_at(monkeypatch, 12)
   spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1, "objective.beta": 2.0}]',
                      'sweeps.apply(sweeps.experiment("digits", "small"), '
                      '{"train.nan_policy": "skip"})')

@@ -121,20 +121,22 @@ def _examples_per_sec(run: Callable[[], object], examples: int) -> float:
   return examples / (time.perf_counter() - start)
 
 
-def matmul_limit_timer(s: Setup, batch_size: int, repeats: int) -> Callable[[], float]:
-  """A timer of the step's matmuls alone: each shape of `step_matmuls` run
-  `repeats` times, one after another, in a jitted lax.scan (as the step runs
-  them: a fresh batch-sized operand each time, a weight shared); returns
-  examples/s = batch / Σ seconds per dot."""
+def _dot_programs(matmuls, repeats: int, precision: str | None = None) -> list:
+  """For each (lhs shape, rhs shape, dimension numbers, which operand is a
+  weight) of `matmuls`, a compiled program running that product `repeats`
+  times one after another in a lax.scan, as a step runs it: a fresh
+  batch-sized operand each time and a weight shared (weight 0 or 1), or both
+  operands fresh (-1, a weight gradient). Returns (program, operands) pairs."""
   programs = []
   key = jax.random.key(7)
-  for j, (lhs, rhs, dims, weight) in enumerate(step_matmuls(s.vae, batch_size)):
+  for j, (lhs, rhs, dims, weight) in enumerate(matmuls):
     k1, k2 = jax.random.split(jax.random.fold_in(key, j))
     if weight >= 0:  # fresh activations each time, one weight
       w = jax.random.normal(k1, (lhs, rhs)[weight])
       xs = jax.random.normal(k2, (repeats,) + (rhs, lhs)[weight])
-      dot = ((lambda x, w, d=dims: jax.lax.dot_general(w, x, d)) if weight == 0
-             else (lambda x, w, d=dims: jax.lax.dot_general(x, w, d)))
+      dot = ((lambda x, w, d=dims: jax.lax.dot_general(w, x, d, precision=precision))
+             if weight == 0 else
+             (lambda x, w, d=dims: jax.lax.dot_general(x, w, d, precision=precision)))
       out_shape = jax.eval_shape(dot, xs[0], w).shape
       body = lambda c, x, w, dot=dot: (dot(x, w), None)
       fn = jax.jit(lambda xs, w, body=body, o=out_shape: jax.lax.scan(
@@ -144,19 +146,34 @@ def matmul_limit_timer(s: Setup, batch_size: int, repeats: int) -> Callable[[], 
       xs = (jax.random.normal(k1, (repeats,) + lhs), jax.random.normal(k2, (repeats,) + rhs))
       out_shape = (lhs[1], rhs[1])
       fn = jax.jit(lambda xs, d=dims, o=out_shape: jax.lax.scan(
-          lambda c, ab: (jax.lax.dot_general(ab[0], ab[1], d), None), jnp.zeros(o), xs)[0])
+          lambda c, ab: (jax.lax.dot_general(ab[0], ab[1], d, precision=precision), None),
+          jnp.zeros(o), xs)[0])
       operands = (xs,)
     jax.block_until_ready(fn(*operands))  # compile
     programs.append((fn, operands))
+  return programs
 
-  def timer() -> float:
-    seconds = 0.0
-    for fn, operands in programs:
+
+def _seconds_per_dot(programs: list, repeats: int, best_of: int = 1) -> float:
+  """Σ over `_dot_programs` of the seconds of one product (each program's best
+  of `best_of` runs, divided by `repeats`)."""
+  seconds = 0.0
+  for fn, operands in programs:
+    best = float("inf")
+    for _ in range(best_of):
       start = time.perf_counter()
       jax.block_until_ready(fn(*operands))
-      seconds += (time.perf_counter() - start) / repeats
-    return batch_size / seconds
-  return timer
+      best = min(best, time.perf_counter() - start)
+    seconds += best / repeats
+  return seconds
+
+
+def matmul_limit_timer(s: Setup, batch_size: int, repeats: int) -> Callable[[], float]:
+  """A timer of the step's matmuls alone: each shape of `step_matmuls` run
+  `repeats` times, one after another, in a jitted lax.scan (`_dot_programs`);
+  returns examples/s = batch / Σ seconds per dot."""
+  programs = _dot_programs(step_matmuls(s.vae, batch_size), repeats)
+  return lambda: batch_size / _seconds_per_dot(programs, repeats)
 
 
 def library_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int
@@ -288,20 +305,8 @@ def _matmul_seconds(shapes: list[tuple[int, int, int]], repeats: int = 20,
   """Seconds of one (m, k) · (k, n) product per shape, each timed alone (best of
   5 runs of `repeats`, one after another in a jitted lax.scan, a fresh left
   operand each time), summed."""
-  total = 0.0
-  for j, (m, k, n) in enumerate(shapes):
-    xs = jax.random.normal(jax.random.key(j), (repeats, m, k))
-    w = jax.random.normal(jax.random.key(100 + j), (k, n))
-    fn = jax.jit(lambda xs, w, m=m, n=n: jax.lax.scan(
-        lambda c, x: (jnp.dot(x, w, precision=precision), None), jnp.zeros((m, n)), xs)[0])
-    jax.block_until_ready(fn(xs, w))
-    best = float("inf")
-    for _ in range(5):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(xs, w))
-      best = min(best, time.perf_counter() - start)
-    total += best / repeats
-  return total
+  matmuls = [((m, k), (k, n), _FORWARD, 1) for m, k, n in shapes]
+  return _seconds_per_dot(_dot_programs(matmuls, repeats, precision), repeats, best_of=5)
 
 
 def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int = 50,
