@@ -357,6 +357,51 @@ def test_unguarded_dispatch_marks_a_non_finite_gradient_and_is_otherwise_the_gua
   assert bool(train.all_finite(replayed.params))
 
 
+def test_take_rows_is_indexing():
+  """The step's gather (rows of the flattened images) is images[idx]."""
+  images = np.random.default_rng(0).random((10, 4, 3, 2)).astype(np.float32)
+  idx = np.array([3, 0, 9, 3, 7])
+  np.testing.assert_array_equal(train.take_rows(jax.numpy.asarray(images), idx), images[idx])
+
+
+def test_train_compiler_options_and_the_step_they_compile(monkeypatch):
+  """512-bit vectors on a CPU with AVX-512, unless the user's XLA_FLAGS set a
+  width; none without AVX-512. The step compiled with them takes the same
+  steps as XLA's default compilation (to float32 rounding)."""
+  from vae_jax import backend, data
+  from vae_jax import benchmark as bm
+
+  def options(has_avx512: bool, xla_flags: str | None = None):
+    monkeypatch.setattr(backend, "_cpu_has_avx512", lambda: has_avx512)
+    if xla_flags is None:
+      monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+      monkeypatch.setenv("XLA_FLAGS", xla_flags)
+    backend.train_compiler_options.cache_clear()
+    return backend.train_compiler_options()
+
+  try:
+    wide = options(True)
+    assert wide == {"xla_cpu_prefer_vector_width": 512}
+    assert options(True, "--xla_cpu_prefer_vector_width=256") is None
+    assert options(True, "--xla_force_host_platform_device_count=2") == wide
+    assert options(False) is None
+  finally:
+    monkeypatch.undo()
+    backend.train_compiler_options.cache_clear()
+  s = bm.flax_example_setup(num_examples=64)
+  multi_step = train.make_multi_step(s.vae, s.objective, s.optimizer,
+                                     data.train_transform("none", 2), jax.random.key(0),
+                                     guarded=False)
+  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 5, 64, 16)
+  default, m_default = jax.jit(multi_step)(bm._state(s), images, idx)
+  compiled, m_wide = jax.jit(multi_step, compiler_options=wide)(bm._state(s), images, idx)
+  np.testing.assert_allclose(m_wide["loss"], m_default["loss"], rtol=1e-6)
+  assert not _leaves_equal(bm._state(s).params, compiled.params)
+  for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(default)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
   """With train.ema_decay the run keeps params' moving average, evaluates it
   (validation, best checkpoint, test) and resumes it bit for bit."""

@@ -9,6 +9,8 @@ import sys
 
 import jax
 
+from vae_jax import backend
+
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections",
              "numpy", "tensorflow-datasets", "scikit-learn")
 
@@ -36,6 +38,7 @@ def environment() -> dict:
       "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "train_compiler_options": backend.train_compiler_options(),
   }
 
 

@@ -102,11 +102,19 @@ def all_finite(tree: Any) -> jax.Array:
   return finite
 
 
+def take_rows(images: jax.Array, idx: jax.Array) -> jax.Array:
+  """images[idx] for a 1-D idx, gathered as rows of the flattened images: XLA:CPU
+  gathers (N, H, W, 1) a channel (one float) at a time, rows of (N, H·W·C) a
+  vector at a time."""
+  rows = images.reshape(images.shape[0], -1)[idx]
+  return rows.reshape(idx.shape + images.shape[1:])
+
+
 def make_multi_step(model: model_lib.LatentVariableModel, objective: Objective,
                     optimizer: optax.GradientTransformation,
                     transform: Callable[[jax.Array, jax.Array], jax.Array],
                     key: jax.Array, ema_decay: float | None = None,
-                    gather: Callable = lambda images, idx: images[idx],
+                    gather: Callable = take_rows,
                     guarded: bool = True) -> Callable:
   """The pure (state, train_images, indices (m, B)) -> (state, metrics (m,)):
   m training steps in one lax.scan. Step s draws its randomness from
@@ -185,14 +193,15 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
   """
   if mesh is None or mesh.size == 1:
     return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay,
-                                   guarded=guarded), donate_argnums=(0,))
+                                   guarded=guarded), donate_argnums=(0,),
+                   compiler_options=backend.train_compiler_options())
   from jax.sharding import NamedSharding, PartitionSpec
-  gather = jax.shard_map(lambda images, idx: images[idx], mesh=mesh,
+  gather = jax.shard_map(take_rows, mesh=mesh,
                          in_specs=(PartitionSpec("data"),) * 2, out_specs=PartitionSpec("data"))
   multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather,
                                guarded)
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(multi_step, donate_argnums=(0,),
+  return jax.jit(multi_step, donate_argnums=(0,), compiler_options=backend.train_compiler_options(),
                  in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
                                NamedSharding(mesh, PartitionSpec(None, "data"))),
                  out_shardings=(replicated, replicated))
