@@ -11,12 +11,15 @@ layer, the input gradient (`step_matmuls`).
            donated, metrics left on device, per-example (vmapped) terms and
            keys, unguarded with the end state's finiteness read once per
            dispatch (train.make_multi_step).
+  sgd:     the same with optax.sgd in Adam's place: Adam's share of the step
+           (its pass over the parameters and moments is in no matmul).
   plain:   one jitted step per call, the batch copied from the host, the loss
            read back after every step (the common hand-written loop, e.g. the
            Flax example's).
   hand:    a hand-tuned loop: the same lax.scan over resident data, but the
            model batched by hand, one normal draw per batch, the stable
-           softplus, no metrics, no NaN guard.
+           softplus, no metrics, no NaN guard (compiled with the library's
+           options, backend.train_compiler_options).
   matmul:  the limit: each of the step's matmul shapes timed alone
            (`steps_per_dispatch` of them, one after another, in a jitted
            lax.scan) and summed; examples/s = batch / that sum.
