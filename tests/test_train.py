@@ -366,29 +366,30 @@ def test_take_rows_is_indexing():
 
 def test_train_compiler_options_and_the_step_they_compile(monkeypatch):
   """512-bit vectors on a CPU with AVX-512, unless the user's XLA_FLAGS set a
-  width; none without AVX-512. The step compiled with them takes the same
-  steps as XLA's default compilation (to float32 rounding)."""
+  width; none without AVX-512 or off the CPU. The step compiled with them takes
+  the same steps as XLA's default compilation (to float32 rounding)."""
   from vae_jax import backend, data
   from vae_jax import benchmark as bm
 
-  def options(has_avx512: bool, xla_flags: str | None = None):
+  def options(platform: str, has_avx512: bool, xla_flags: str | None = None):
     monkeypatch.setattr(backend, "_cpu_has_avx512", lambda: has_avx512)
     if xla_flags is None:
       monkeypatch.delenv("XLA_FLAGS", raising=False)
     else:
       monkeypatch.setenv("XLA_FLAGS", xla_flags)
-    backend.train_compiler_options.cache_clear()
-    return backend.train_compiler_options()
+    backend._train_compiler_options.cache_clear()
+    return backend.train_compiler_options(platform)
 
   try:
-    wide = options(True)
+    wide = options("cpu", True)
     assert wide == {"xla_cpu_prefer_vector_width": 512}
-    assert options(True, "--xla_cpu_prefer_vector_width=256") is None
-    assert options(True, "--xla_force_host_platform_device_count=2") == wide
-    assert options(False) is None
+    assert options("cpu", True, "--xla_cpu_prefer_vector_width=256") is None
+    assert options("cpu", True, "--xla_force_host_platform_device_count=2") == wide
+    assert options("cpu", False) is None
+    assert options("gpu", True) is None and options("tpu", True) is None
   finally:
     monkeypatch.undo()
-    backend.train_compiler_options.cache_clear()
+    backend._train_compiler_options.cache_clear()
   s = bm.flax_example_setup(num_examples=64)
   multi_step = train.make_multi_step(s.vae, s.objective, s.optimizer,
                                      data.train_transform("none", 2), jax.random.key(0),
@@ -400,6 +401,36 @@ def test_train_compiler_options_and_the_step_they_compile(monkeypatch):
   assert not _leaves_equal(bm._state(s).params, compiled.params)
   for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(default)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_every_training_step_is_compiled_with_the_train_compiler_options(monkeypatch):
+  """The options reach the single-device and mesh steps, the vectorised sweep's
+  and the benchmark's hand-tuned loop: an option XLA does not know fails each."""
+  from vae_jax import backend, data, vectorized
+  from vae_jax import benchmark as bm
+  seen = []
+
+  def bogus(platform=None):
+    seen.append(platform)
+    return {"xla_cpu_no_such_option": 1}
+  monkeypatch.setattr(backend, "train_compiler_options", bogus)
+  s = bm.flax_example_setup(num_examples=64)
+  transform = data.train_transform("none", 2)
+  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 2, 64, 16)
+  mesh = backend.data_mesh("cpu")
+  for update in (train.make_update(s.vae, s.objective, s.optimizer, transform, jax.random.key(0)),
+                 train.make_update(s.vae, s.objective, s.optimizer, transform, jax.random.key(0),
+                                   mesh=mesh),
+                 bm.hand_tuned_update(s)):
+    with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+      update(bm._state(s), images, idx)
+  c = bm._flax_example_config()
+  members = vectorized.make_update(s.vae, s.objective, c, transform)
+  states = jax.tree.map(lambda a: a[None], bm._state(s))
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    members(states, images, idx[None], jax.random.key(0)[None], jax.numpy.ones(1),
+            jax.numpy.full(1, 1e-3))
+  assert None in seen and "cpu" in seen  # the default device's platform, the mesh's
 
 
 def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):

@@ -46,9 +46,19 @@ def _cpu_has_avx512() -> bool:
     return False
 
 
-@functools.cache
-def train_compiler_options() -> dict | None:
-  """XLA options for compiling the training step, or None for XLA's defaults.
+def current_platform() -> str:
+  """The platform a `jax.jit` here compiles for: that of the default device
+  (`jax.default_device`, as the training loops set it), else JAX's default
+  backend."""
+  device = jax.config.jax_default_device
+  if device is None:
+    return jax.default_backend()
+  return device if isinstance(device, str) else device.platform
+
+
+def train_compiler_options(platform: str | None = None) -> dict | None:
+  """XLA options for compiling a training step on `platform` (default:
+  `current_platform()`), or None for XLA's defaults.
 
   On a CPU with AVX-512, 512-bit vectors for XLA's own loops (the optimiser's
   pass over the parameters and moments, the per-pixel likelihood): XLA
@@ -56,14 +66,21 @@ def train_compiler_options() -> dict | None:
   which the matmul libraries it calls use anyway. The train step ran 1-6 %
   faster on an AMD EPYC (scripts/benchmark.py). A user's own
   --xla_cpu_prefer_vector_width in XLA_FLAGS wins, and an XLA that no longer
-  knows the option gets none.
+  knows the option gets none. Evaluation keeps XLA's defaults.
   """
-  if (jax.default_backend() != "cpu" or not _cpu_has_avx512()
+  options = _train_compiler_options(platform or current_platform())
+  return None if options is None else dict(options)
+
+
+@functools.cache
+def _train_compiler_options(platform: str) -> dict | None:
+  if (platform != "cpu" or not _cpu_has_avx512()
       or "xla_cpu_prefer_vector_width" in os.environ.get("XLA_FLAGS", "")):
     return None
   options = {"xla_cpu_prefer_vector_width": 512}
   try:
-    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+    probe = jax.device_put(np.float32(0), jax.devices("cpu")[0])
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(probe).compile()
   except Exception:  # noqa: BLE001 -- an XLA without the option: its defaults
     return None
   return options
