@@ -63,8 +63,9 @@ def train_compiler_options(platform: str | None = None) -> dict | None:
   On a CPU with AVX-512, 512-bit vectors for XLA's own loops (the optimiser's
   pass over the parameters and moments, the per-pixel likelihood): XLA
   prefers 256 bits for the CPUs that slow their clock under 512-bit code,
-  which the matmul libraries it calls use anyway. The train step ran 1-6 %
-  faster on an AMD EPYC (scripts/benchmark.py). A user's own
+  which the matmul libraries it calls use anyway. On an AMD EPYC the
+  Flax-example step ran 1-6 % faster (the same step compiled both ways,
+  timed in turn). A user's own
   --xla_cpu_prefer_vector_width in XLA_FLAGS wins, and an XLA that no longer
   knows the option gets none. Evaluation keeps XLA's defaults.
   """
