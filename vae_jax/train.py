@@ -190,19 +190,19 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
   `backend.on_each_device` of a process's shard, and each device gathers its
   part of the batch from its own block (its indices are into that shard).
   """
+  options = backend.train_compiler_options(
+      None if mesh is None else mesh.devices.flat[0].platform)
   if mesh is None or mesh.size == 1:
     return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay,
                                    guarded=guarded), donate_argnums=(0,),
-                   compiler_options=backend.train_compiler_options(
-                       None if mesh is None else mesh.devices.flat[0].platform))
+                   compiler_options=options)
   from jax.sharding import NamedSharding, PartitionSpec
   gather = jax.shard_map(take_rows, mesh=mesh,
                          in_specs=(PartitionSpec("data"),) * 2, out_specs=PartitionSpec("data"))
   multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather,
                                guarded)
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(multi_step, donate_argnums=(0,),
-                 compiler_options=backend.train_compiler_options(mesh.devices.flat[0].platform),
+  return jax.jit(multi_step, donate_argnums=(0,), compiler_options=options,
                  in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
                                NamedSharding(mesh, PartitionSpec(None, "data"))),
                  out_shardings=(replicated, replicated))
