@@ -7,7 +7,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from vae_jax import threefry
 from vae_jax.errors import UserError
+
+# Every program compiled after this import hashes its keys and draws through
+# vae_jax.threefry on a CPU: the same bits, without a loop for small arrays.
+threefry.install_cpu_lowering()
 
 
 def select_device(backend: str) -> jax.Device:
