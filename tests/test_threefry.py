@@ -34,14 +34,16 @@ def test_hash_gives_random123_known_answers(unroll):
   np.testing.assert_array_equal(b, _words(answers, 1))
 
 
+@pytest.mark.parametrize("unrolled", [True, False])
 @pytest.mark.parametrize("size", [4, threefry.UNROLL_MAX_ELEMENTS + 1])
-def test_registered_lowering_gives_known_answers_on_both_sides_of_the_bound(size):
+def test_registered_lowering_gives_known_answers(size, unrolled):
   # jax's hash of a counter array: its first half are the first words, its
   # second half the second words, all under one key.
   for key, counter, answer in KNOWN_ANSWERS:
     count = np.zeros(2 * size, np.uint32)
     count[3], count[size + 3] = counter
-    out = jax.jit(threefry_2x32)(np.array(key, np.uint32), count)
+    fn = jax.jit(threefry_2x32)
+    out = (threefry.SmallHashesUnrolled(fn) if unrolled else fn)(np.array(key, np.uint32), count)
     assert (int(out[3]), int(out[size + 3])) == answer
 
 
@@ -74,17 +76,34 @@ def test_draws_equal_jax_own_lowering(tmp_path):
   reference = np.load(path)
   namespace = {}
   exec(REFERENCE.split("out =")[0], namespace)  # the same `draws`, here
-  ours = {n: np.asarray(v) for n, v in jax.jit(namespace["draws"])().items()}
-  assert sorted(ours) == sorted(reference.files)
-  for name in reference.files:
-    np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+  for jitted in (jax.jit(namespace["draws"]),
+                 threefry.SmallHashesUnrolled(jax.jit(namespace["draws"]))):
+    ours = {n: np.asarray(v) for n, v in jitted().items()}
+    assert sorted(ours) == sorted(reference.files)
+    for name in reference.files:
+      np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
 
 
-def test_small_hashes_compile_without_a_loop():
-  def has_loop(n):
-    program = jax.jit(lambda k: jax.random.normal(k, (n,))).lower(jax.random.key(0))
-    return " while(" in program.compile().as_text()
+def _has_loop(n: int, unrolled: bool) -> bool:
+  jitted = jax.jit(lambda k: jax.random.normal(k, (n,)))
+  program = (threefry.SmallHashesUnrolled(jitted) if unrolled else jitted).lower(
+      jax.random.key(0))
+  return " while(" in program.compile().as_text()
+
+
+def test_only_small_hashes_asked_for_compile_without_a_loop():
   # jax hashes a counter per draw (its partitionable scheme, the default).
   assert jax.config.jax_threefry_partitionable
-  assert not has_loop(threefry.UNROLL_MAX_ELEMENTS)
-  assert has_loop(threefry.UNROLL_MAX_ELEMENTS + 1)
+  assert not _has_loop(32 * 20, unrolled=True)  # batch 32's noise, as measured
+  assert not _has_loop(threefry.UNROLL_MAX_ELEMENTS, unrolled=True)
+  assert _has_loop(threefry.UNROLL_MAX_ELEMENTS + 1, unrolled=True)
+  assert _has_loop(32 * 20, unrolled=False)  # elsewhere: JAX's loop
+
+
+def test_a_symbolic_shape_keeps_the_loop():
+  with threefry.small_hashes_unrolled():
+    exported = jax.export.export(jax.jit(lambda k, x: jax.random.normal(k, x.shape)),
+                                 platforms=["cpu"])(
+        jax.random.key(0), jax.ShapeDtypeStruct(jax.export.symbolic_shape("n"), np.float32))
+  np.testing.assert_array_equal(exported.call(jax.random.key(0), np.zeros(5, np.float32)),
+                                jax.random.normal(jax.random.key(0), (5,)))

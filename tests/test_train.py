@@ -433,6 +433,44 @@ def test_every_training_step_is_compiled_with_the_train_compiler_options(monkeyp
   assert None in seen and "cpu" in seen  # the default device's platform, the mesh's
 
 
+def test_every_training_step_unrolls_its_small_hashes(monkeypatch):
+  """The single-device and mesh steps, the vectorised sweep's and the hand-tuned
+  loop are lowered with their small Threefry hashes unrolled (vae_jax.threefry);
+  a program jitted elsewhere keeps the loop."""
+  from vae_jax import backend, data, threefry, vectorized
+  from vae_jax import benchmark as bm
+  unrolled = []
+  hash_2x32 = threefry.hash_2x32
+
+  def spy(*args, unroll):
+    unrolled.append(unroll)
+    return hash_2x32(*args, unroll=unroll)
+  monkeypatch.setattr(threefry, "hash_2x32", spy)
+  s = bm.flax_example_setup(num_examples=64)
+  transform = data.train_transform("none", 2)
+  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 2, 64, 16)
+  c = bm._flax_example_config()
+  states = jax.tree.map(lambda a: a[None], bm._state(s))
+  lowerings = {
+      "single": lambda: train.make_update(s.vae, s.objective, s.optimizer, transform,
+                                          jax.random.key(0)).lower(bm._state(s), images, idx),
+      "mesh": lambda: train.make_update(
+          s.vae, s.objective, s.optimizer, transform, jax.random.key(0),
+          mesh=backend.data_mesh("cpu")).lower(bm._state(s), images, idx),
+      "hand": lambda: bm.hand_tuned_update(s).lower(bm._state(s), images, idx),
+      "vectorized": lambda: vectorized.make_update(s.vae, s.objective, c, transform).lower(
+          states, images, idx[None], jax.random.key(0)[None], jax.numpy.ones(1),
+          jax.numpy.full(1, 1e-3)),
+      "elsewhere": lambda: jax.jit(lambda k: jax.random.normal(k, (16, 20))).lower(
+          jax.random.key(0)),
+  }
+  for name, lower in lowerings.items():
+    unrolled.clear()
+    lower()
+    assert unrolled, name  # the hash was lowered here
+    assert all(unrolled) == (name != "elsewhere") and any(unrolled) == all(unrolled), name
+
+
 def test_ema_is_kept_evaluated_and_resumed_exactly(tmp_path):
   """With train.ema_decay the run keeps params' moving average, evaluates it
   (validation, best checkpoint, test) and resumes it bit for bit."""

@@ -10,8 +10,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from vae_jax import threefry
 from vae_jax.errors import UserError
 
-# Every program compiled after this import hashes its keys and draws through
-# vae_jax.threefry on a CPU: the same bits, without a loop for small arrays.
+# On a CPU, programs lowered after this import hash their keys and draws
+# through vae_jax.threefry: the same bits; in a loop as with JAX's own, but
+# unrolled where small in the training steps (`jit_train_step`).
 threefry.install_cpu_lowering()
 
 
@@ -76,6 +77,13 @@ def train_compiler_options(platform: str | None = None) -> dict | None:
   """
   options = _train_compiler_options(platform or current_platform())
   return None if options is None else dict(options)
+
+
+def jit_train_step(fn, platform: str | None = None, **jit_kwargs) -> threefry.SmallHashesUnrolled:
+  """`jax.jit` for a training step: `train_compiler_options(platform)`, and
+  its small Threefry hashes lowered without a loop (`vae_jax.threefry`)."""
+  return threefry.SmallHashesUnrolled(
+      jax.jit(fn, compiler_options=train_compiler_options(platform), **jit_kwargs))
 
 
 @functools.cache

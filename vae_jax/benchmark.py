@@ -18,8 +18,8 @@ layer, the input gradient (`step_matmuls`).
            Flax example's).
   hand:    a hand-tuned loop: the same lax.scan over resident data, but the
            model batched by hand, one normal draw per batch, the stable
-           softplus, no metrics, no NaN guard (compiled with the library's
-           options, backend.train_compiler_options).
+           softplus, no metrics, no NaN guard (compiled as the library's
+           step, backend.jit_train_step).
   matmul:  the limit: each of the step's matmul shapes timed alone
            (`steps_per_dispatch` of them, one after another, in a jitted
            lax.scan) and summed; examples/s = batch / that sum.
@@ -263,9 +263,9 @@ def hand_tuned_update(s: Setup) -> Callable:
     return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                          opt_state=opt_state), value
 
-  return jax.jit(lambda state, images, indices: jax.lax.scan(
-      lambda st, idx: step(st, images, idx), state, indices), donate_argnums=(0,),
-      compiler_options=backend.train_compiler_options())  # as the library's step
+  return backend.jit_train_step(lambda state, images, indices: jax.lax.scan(
+      lambda st, idx: step(st, images, idx), state, indices),
+      donate_argnums=(0,))  # compiled as the library's step
 
 
 def hand_tuned_timer(s: Setup, batch_size: int, num_steps: int, steps_per_dispatch: int

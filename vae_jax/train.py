@@ -183,29 +183,29 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
                 transform: Callable[[jax.Array, jax.Array], jax.Array],
                 key: jax.Array, ema_decay: float | None = None,
                 mesh: jax.sharding.Mesh | None = None, guarded: bool = True) -> Callable:
-  """`make_multi_step`, jitted with the state donated.
+  """`make_multi_step`, jitted with the state donated (`backend.jit_train_step`).
 
   With a mesh of several devices, the indices, and so each batch, are split
   over its 'data' axis and the state is replicated. `train_images` is then
   `backend.on_each_device` of a process's shard, and each device gathers its
   part of the batch from its own block (its indices are into that shard).
   """
-  options = backend.train_compiler_options(
-      None if mesh is None else mesh.devices.flat[0].platform)
+  platform = None if mesh is None else mesh.devices.flat[0].platform
   if mesh is None or mesh.size == 1:
-    return jax.jit(make_multi_step(model, objective, optimizer, transform, key, ema_decay,
-                                   guarded=guarded), donate_argnums=(0,),
-                   compiler_options=options)
+    return backend.jit_train_step(make_multi_step(model, objective, optimizer, transform, key,
+                                                  ema_decay, guarded=guarded),
+                                  platform, donate_argnums=(0,))
   from jax.sharding import NamedSharding, PartitionSpec
   gather = jax.shard_map(take_rows, mesh=mesh,
                          in_specs=(PartitionSpec("data"),) * 2, out_specs=PartitionSpec("data"))
   multi_step = make_multi_step(model, objective, optimizer, transform, key, ema_decay, gather,
                                guarded)
   replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(multi_step, donate_argnums=(0,), compiler_options=options,
-                 in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
-                               NamedSharding(mesh, PartitionSpec(None, "data"))),
-                 out_shardings=(replicated, replicated))
+  return backend.jit_train_step(
+      multi_step, platform, donate_argnums=(0,),
+      in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data")),
+                    NamedSharding(mesh, PartitionSpec(None, "data"))),
+      out_shardings=(replicated, replicated))
 
 
 class StopOnSignal:

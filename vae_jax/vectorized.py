@@ -68,8 +68,8 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
         transform, key, config.train.ema_decay, guarded=guarded)
     return step(state, images, indices)
 
-  return jax.jit(jax.vmap(member, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,),
-                 compiler_options=backend.train_compiler_options())
+  return backend.jit_train_step(jax.vmap(member, in_axes=(0, None, 0, 0, 0, 0)),
+                                donate_argnums=(0,))
 
 
 def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
