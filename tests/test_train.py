@@ -403,33 +403,42 @@ def test_train_compiler_options_and_the_step_they_compile(monkeypatch):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def _training_steps():
+  """Every training step, built now (after any monkeypatching), with arguments
+  for it: name -> (update, args). The single-device and mesh steps, the
+  vectorised sweep's and the benchmark's hand-tuned loop."""
+  from vae_jax import backend, data, vectorized
+  from vae_jax import benchmark as bm
+  s = bm.flax_example_setup(num_examples=64)
+  transform = data.train_transform("none", 2)
+  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 2, 64, 16)
+  args = (bm._state(s), images, idx)
+  members = (jax.tree.map(lambda a: a[None], bm._state(s)), images, idx[None],
+             jax.random.key(0)[None], jax.numpy.ones(1), jax.numpy.full(1, 1e-3))
+  return {
+      "single": (train.make_update(s.vae, s.objective, s.optimizer, transform,
+                                   jax.random.key(0)), args),
+      "mesh": (train.make_update(s.vae, s.objective, s.optimizer, transform, jax.random.key(0),
+                                 mesh=backend.data_mesh("cpu")), args),
+      "hand": (bm.hand_tuned_update(s), args),
+      "vectorized": (vectorized.make_update(s.vae, s.objective, bm._flax_example_config(),
+                                            transform), members),
+  }
+
+
 def test_every_training_step_is_compiled_with_the_train_compiler_options(monkeypatch):
   """The options reach the single-device and mesh steps, the vectorised sweep's
   and the benchmark's hand-tuned loop: an option XLA does not know fails each."""
-  from vae_jax import backend, data, vectorized
-  from vae_jax import benchmark as bm
+  from vae_jax import backend
   seen = []
 
   def bogus(platform=None):
     seen.append(platform)
     return {"xla_cpu_no_such_option": 1}
   monkeypatch.setattr(backend, "train_compiler_options", bogus)
-  s = bm.flax_example_setup(num_examples=64)
-  transform = data.train_transform("none", 2)
-  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 2, 64, 16)
-  mesh = backend.data_mesh("cpu")
-  for update in (train.make_update(s.vae, s.objective, s.optimizer, transform, jax.random.key(0)),
-                 train.make_update(s.vae, s.objective, s.optimizer, transform, jax.random.key(0),
-                                   mesh=mesh),
-                 bm.hand_tuned_update(s)):
+  for update, args in _training_steps().values():
     with pytest.raises(Exception, match="xla_cpu_no_such_option"):
-      update(bm._state(s), images, idx)
-  c = bm._flax_example_config()
-  members = vectorized.make_update(s.vae, s.objective, c, transform)
-  states = jax.tree.map(lambda a: a[None], bm._state(s))
-  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
-    members(states, images, idx[None], jax.random.key(0)[None], jax.numpy.ones(1),
-            jax.numpy.full(1, 1e-3))
+      update(*args)
   assert None in seen and "cpu" in seen  # the default device's platform, the mesh's
 
 
@@ -437,8 +446,7 @@ def test_every_training_step_unrolls_its_small_hashes(monkeypatch):
   """The single-device and mesh steps, the vectorised sweep's and the hand-tuned
   loop are lowered with their small Threefry hashes unrolled (vae_jax.threefry);
   a program jitted elsewhere keeps the loop."""
-  from vae_jax import backend, data, threefry, vectorized
-  from vae_jax import benchmark as bm
+  from vae_jax import threefry
   unrolled = []
   hash_2x32 = threefry.hash_2x32
 
@@ -446,24 +454,10 @@ def test_every_training_step_unrolls_its_small_hashes(monkeypatch):
     unrolled.append(unroll)
     return hash_2x32(*args, unroll=unroll)
   monkeypatch.setattr(threefry, "hash_2x32", spy)
-  s = bm.flax_example_setup(num_examples=64)
-  transform = data.train_transform("none", 2)
-  images, idx = jax.numpy.asarray(s.images), data.batch_indices(0, 0, 2, 64, 16)
-  c = bm._flax_example_config()
-  states = jax.tree.map(lambda a: a[None], bm._state(s))
-  lowerings = {
-      "single": lambda: train.make_update(s.vae, s.objective, s.optimizer, transform,
-                                          jax.random.key(0)).lower(bm._state(s), images, idx),
-      "mesh": lambda: train.make_update(
-          s.vae, s.objective, s.optimizer, transform, jax.random.key(0),
-          mesh=backend.data_mesh("cpu")).lower(bm._state(s), images, idx),
-      "hand": lambda: bm.hand_tuned_update(s).lower(bm._state(s), images, idx),
-      "vectorized": lambda: vectorized.make_update(s.vae, s.objective, c, transform).lower(
-          states, images, idx[None], jax.random.key(0)[None], jax.numpy.ones(1),
-          jax.numpy.full(1, 1e-3)),
-      "elsewhere": lambda: jax.jit(lambda k: jax.random.normal(k, (16, 20))).lower(
-          jax.random.key(0)),
-  }
+  lowerings = {name: lambda u=update, a=args: u.lower(*a)
+               for name, (update, args) in _training_steps().items()}
+  lowerings["elsewhere"] = lambda: jax.jit(lambda k: jax.random.normal(k, (16, 20))).lower(
+      jax.random.key(0))
   for name, lower in lowerings.items():
     unrolled.clear()
     lower()
