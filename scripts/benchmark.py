@@ -39,6 +39,9 @@ _VECTORIZED = flags.DEFINE_list("vectorized_sizes", ["digits", "mnist"],
 _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"],
                             "--what=models: each model in each train.compute_dtype "
                             "(float32, bfloat16)")
+_PROFILE = flags.DEFINE_bool("profile_ops", False,
+                             "--what=vectorized: also each program's time per step op by op "
+                             "(vae_jax.op_profile)")
 flags.register_validator(
     "vectorized_sizes", lambda s: set(s) <= {"digits", "mnist", "mnist20"},
     "--vectorized_sizes takes digits, mnist and/or mnist20")
@@ -55,7 +58,7 @@ flags.register_validator(
 
 def main(argv):
   del argv
-  from vae_jax import benchmark  # Deferred: flags first, then JAX.
+  from vae_jax import benchmark, op_profile  # Deferred: flags first, then JAX.
   result = {}
   if "train" in _WHAT.value:
     result = benchmark.run(tuple(int(b) for b in _BATCH_SIZES.value), _TRIALS.value,
@@ -73,12 +76,18 @@ def main(argv):
     result["vectorized_sweep"] = []
     for size in _VECTORIZED.value:
       r = benchmark.vectorized_sweep(size, trials=_TRIALS.value,
-                                     steps_per_dispatch=_SPD.value)
+                                     steps_per_dispatch=_SPD.value,
+                                     profile_ops=_PROFILE.value)
       result["vectorized_sweep"].append(r)
       print(f"vectorised sweep, {size} size, {r['members']} members x {r['steps']} steps of "
             f"batch {r['batch_size']}, {r['steps_per_dispatch']} per dispatch: one after "
             f"another {r['separate_seconds']:.2f} s, vmapped {r['vectorized_seconds']:.2f} s: "
-            f"{r['speedup']:.2f}x", flush=True)
+            f"{r['speedup']:.2f}x (a step: one member {1e6 * r['separate_step_seconds']:.0f} us, "
+            f"all vmapped {1e6 * r['vectorized_step_seconds']:.0f} us)", flush=True)
+      for name in ("separate", "vectorized") if _PROFILE.value else ():
+        print(f"{name}, the slowest ops of a step:\n"
+              + op_profile.format_ops(r[f"{name}_ops"], unit="step", limit=20,
+                                      total=r[f"{name}_ops_step_seconds"]), flush=True)
   if "models" in _WHAT.value:
     result["models"] = []
     for spec, shape in benchmark.MODEL_SPECS.items():

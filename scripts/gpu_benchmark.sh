@@ -4,7 +4,8 @@
 #   1. the train-step benchmark (vae_jax, plain, hand-tuned, matmul limit) and
 #      the k=5000 log-likelihood against its matmul time;
 #   2. each published model's train step in float32 and bfloat16, and 8-member
-#      vectorised sweeps against one member (batch 128 and the IWAE paper's 20);
+#      vectorised sweeps against one member (batch 128 and the IWAE paper's 20),
+#      with both programs' kernels timed one by one (--profile_ops);
 #   3. mixed precision's effect on the test NLL: mnist_one_hour.py trained in
 #      float32 and in bfloat16 for the same steps, each evaluated in float32.
 #
@@ -38,8 +39,8 @@ part() {  # part SECONDS NAME COMMAND...: one part, its output in the log, timed
 part 200 train "$py" scripts/benchmark.py --what=train,importance --trials=3 \
   --out="$out/train.json" ${EXTRA:-}
 part 140 models "$py" scripts/benchmark.py --what=models,vectorized --trials=3 \
-  --compute_dtypes=float32,bfloat16 --vectorized_sizes=mnist,mnist20 --out="$out/models.json" \
-  ${EXTRA:-}
+  --compute_dtypes=float32,bfloat16 --vectorized_sizes=mnist,mnist20 --profile_ops \
+  --out="$out/models.json" ${EXTRA:-}
 for dtype in float32 bfloat16; do
   part 110 "nll $dtype" "$py" scripts/train.py --config=experiments/mnist_one_hour.py:npz \
     --config.data.path="$npz" --config.backend="$backend" --config.train.compute_dtype=$dtype \

@@ -531,13 +531,15 @@ def format_table(result: dict) -> str:
 
 def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
                      steps_per_dispatch: int = 20, trials: int = 3,
-                     guarded: bool = False) -> dict:
+                     guarded: bool = False, profile_ops: bool = False) -> dict:
   """Training throughput of `members` runs differing in seed and β: one after
   another (each the library's jitted update) vs one vmapped program
   (vae_jax.vectorized). size 'digits': 64-256-8 Binomial, batch 64; 'mnist':
   784-500-20 Bernoulli, batch 128; 'mnist20': the same at the IWAE paper's
   batch of 20. Both unguarded, as the training loops run them (`guarded`: the
-  vmapped one guarded). Compilation excluded; trials interleaved."""
+  vmapped one guarded). Compilation and the states' set-up excluded; trials
+  interleaved. `profile_ops`: each program's time per step op by op
+  (vae_jax.op_profile), the slowest 20 of one member's and of the vmapped."""
   from vae_jax import vectorized
   if size == "digits":
     c = config_lib.default()
@@ -568,17 +570,22 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
   args = (jnp.stack(keys), jnp.asarray(betas), jnp.full(members, c.optimizer.learning_rate,
                                                          jnp.float32))
 
-  def run_separate():
+  # Each trial starts from fresh copies of the initial states (the updates
+  # donate them), made before its clock starts: stacking the members' states
+  # is a run's one-off set-up, not training (on 2 CPU cores it took 17-19 ms,
+  # the separate runs' copies 9 ms).
+  copies = lambda: [jax.tree.map(jnp.copy, s) for s in states]
+  stacked = lambda: jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+  def run_separate(fresh):
     out = []
-    for m in range(members):
-      state = jax.tree.map(jnp.copy, states[m])
+    for m, state in enumerate(fresh):
       for j in idx[m]:
         state, metrics = separate[m](state, device_images, j)
       out.append(metrics)
     jax.block_until_ready(out)
 
-  def run_together():
-    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+  def run_together(state):
     for j in stacked_idx:
       state, metrics = together(state, device_images, j, *args)
     jax.block_until_ready(metrics)
@@ -590,15 +597,36 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
                                  device_images, stacked_idx[0], *args))
   times: dict[str, list[float]] = {"separate": [], "vectorized": []}
   for _ in range(trials):
-    for name, fn in (("separate", run_separate), ("vectorized", run_together)):
+    for name, fn, fresh in (("separate", run_separate, copies),
+                            ("vectorized", run_together, stacked)):
+      inputs = jax.block_until_ready(fresh())
       start = time.perf_counter()
-      fn()
+      fn(inputs)
       times[name].append(time.perf_counter() - start)
   sep, vec = statistics.median(times["separate"]), statistics.median(times["vectorized"])
   examples = members * len(chunks) * steps_per_dispatch * batch
+  ops = {}
+  if profile_ops:
+    from vae_jax import op_profile
+    for name, update, state, indices, extra in (
+        ("separate", separate[0], copies()[0], idx[0], ()),
+        ("vectorized", together, stacked(), stacked_idx, args)):
+      held = [state]  # each call goes on from the state the last one left
+
+      def dispatches(update=update, indices=indices, extra=extra, held=held):
+        for j in indices:
+          held[0], metrics = update(held[0], device_images, j, *extra)
+        jax.block_until_ready(metrics)
+      rows = op_profile.op_times(dispatches, calls=2)
+      steps = len(indices) * steps_per_dispatch
+      ops[f"{name}_ops"] = [dict(r, count=r["count"] / steps, seconds=r["seconds"] / steps)
+                            for r in rows[:20]]
+      ops[f"{name}_ops_step_seconds"] = sum(r["seconds"] for r in rows) / steps
   return {"size": size, "members": members, "steps": len(chunks) * steps_per_dispatch,
           "batch_size": batch, "steps_per_dispatch": steps_per_dispatch, "guarded": guarded,
           "separate_seconds": sep, "vectorized_seconds": vec,
+          "separate_step_seconds": sep / (members * len(chunks) * steps_per_dispatch),
+          "vectorized_step_seconds": vec / (len(chunks) * steps_per_dispatch),
           "separate_examples_per_sec": examples / sep,
           "vectorized_examples_per_sec": examples / vec, "speedup": sep / vec,
-          "trials": trials, "device": jax.devices()[0].device_kind}
+          "trials": trials, "device": jax.devices()[0].device_kind, **ops}

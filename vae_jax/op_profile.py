@@ -1,0 +1,83 @@
+"""Where a compiled program's time goes, op by op: jax.profiler's trace of a
+few calls, summed per op. On a GPU the ops are its kernels, under the names
+they were launched with (cuBLAS's and CUTLASS's included); on a CPU, XLA's
+thunks. This is how the GPU sweep's kernels were weighed (README, "Measured").
+"""
+
+import collections
+import glob
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+
+def op_times(fn: Callable[[], Any], calls: int = 3) -> list[dict]:
+  """Runs fn() `calls` times (it should block until its results are ready)
+  under jax.profiler.trace and returns each op's time per call of fn, most
+  first: {"module": the jitted program, "name", "count", "seconds"}. Where the
+  trace has device events (a GPU's kernels) only those count, else the host's
+  XLA thunks; an op that holds others (a loop's thunk) is left out for them."""
+  options = jax.profiler.ProfileOptions()
+  options.python_tracer_level = 0  # Python's own frames are not ops
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True, profiler_options=options):
+      for _ in range(calls):
+        fn()
+    paths = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+    with gzip.open(max(paths, key=os.path.getmtime)) as f:
+      trace = json.load(f)
+  return summarize(trace, calls)
+
+
+def summarize(trace: dict | list, calls: int = 1) -> list[dict]:
+  """`op_times` of a loaded Chrome/Perfetto trace of `calls` calls."""
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  process = {e["pid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+  ops = [e for e in events if e.get("ph") == "X" and "hlo_module" in e.get("args", {})
+         and not e["name"].startswith("end:")]
+  on_device = [e for e in ops if process.get(e["pid"], "").startswith("/device:")]
+  totals: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0, 0.0])
+  for e in _innermost(on_device or ops):
+    total = totals[(e["args"]["hlo_module"], e["name"])]
+    total[0] += 1
+    total[1] += e.get("dur", 0.0) * 1e-6  # microseconds in the trace
+  rows = [{"module": module, "name": name, "count": n / calls, "seconds": s / calls}
+          for (module, name), (n, s) in totals.items()]
+  return sorted(rows, key=lambda r: -r["seconds"])
+
+
+def _innermost(events: list[dict]) -> list[dict]:
+  """The events that hold no other event of their thread: a loop's thunk spans
+  its body's, which would otherwise count twice."""
+  by_thread = collections.defaultdict(list)
+  for e in events:
+    by_thread[(e["pid"], e["tid"])].append(e)
+  holders = set()
+  for thread in by_thread.values():
+    open_events: list[dict] = []  # nested, outermost first
+    for e in sorted(thread, key=lambda e: (e["ts"], -e.get("dur", 0.0))):
+      while open_events and open_events[-1]["ts"] + open_events[-1].get("dur", 0.0) <= e["ts"]:
+        open_events.pop()
+      if open_events:
+        holders.add(id(open_events[-1]))
+      open_events.append(e)
+  return [e for e in events if id(e) not in holders]
+
+
+def format_ops(rows: list[dict], unit: str = "call", limit: int = 15,
+               total: float | None = None) -> str:
+  """A table of the `limit` slowest ops (`op_times` rows), under a line with
+  the `total` seconds of all of them per `unit` (default: the rows' sum). On a
+  CPU, XLA runs independent thunks at once on its threads, so the total can
+  exceed the wall time."""
+  total = sum(r["seconds"] for r in rows) if total is None else total
+  lines = [f"  {1e6 * total:9.1f} us per {unit}, summed over its ops"]
+  for r in rows[:limit]:
+    lines.append(f"  {1e6 * r['seconds']:9.2f} us {r['count']:6.2f}x  {r['name'][:100]}")
+  return "\n".join(lines)
