@@ -40,8 +40,8 @@ _DTYPES = flags.DEFINE_list("compute_dtypes", ["float32"],
                             "--what=models: each model in each train.compute_dtype "
                             "(float32, bfloat16)")
 _PROFILE = flags.DEFINE_bool("profile_ops", False,
-                             "--what=vectorized: also each program's time per step op by op "
-                             "(vae_jax.op_profile)")
+                             "train, importance and vectorized: also where the time goes, op "
+                             "by op (vae_jax.op_profile: a GPU's kernels, XLA:CPU's thunks)")
 flags.register_validator(
     "vectorized_sizes", lambda s: set(s) <= {"digits", "mnist", "mnist20"},
     "--vectorized_sizes takes digits, mnist and/or mnist20")
@@ -62,16 +62,22 @@ def main(argv):
   result = {}
   if "train" in _WHAT.value:
     result = benchmark.run(tuple(int(b) for b in _BATCH_SIZES.value), _TRIALS.value,
-                           _EXAMPLES.value, _SPD.value)
+                           _EXAMPLES.value, _SPD.value, profile_ops=_PROFILE.value)
     print(benchmark.format_table(result))
+    for row in result["rows"] if _PROFILE.value else ():
+      print(f"vae_jax's step at batch {row['batch_size']}, its slowest ops:\n"
+            + op_profile.format_ops(row["vae_jax_ops"], unit="step"))
   if "importance" in _WHAT.value:
-    r = result["importance_sampling"] = benchmark.importance_sampling()
+    r = result["importance_sampling"] = benchmark.importance_sampling(
+        profile_ops=_PROFILE.value)
     print(f"importance-sampled log p(x), k={r['k']} on {r['num_examples']} examples: "
           f"{r['seconds']:.2f} s, {r['ratio_to_matmul_time']:.2f}x its matmuls timed alone "
           f"({r['matmul_seconds']:.2f} s; fastest of {r['trials']} runs each, "
           f"{r['ratio_of_medians']:.2f}x by medians), {r['ratio_to_peak_time']:.2f}x their "
           f"{r['tflop']:.2f} TFLOP at the {r['matmul_peak_gflops']:.0f} GFLOP/s peak "
           f"({r['peak_seconds']:.2f} s)")
+    if _PROFILE.value:
+      print("its slowest ops:\n" + op_profile.format_ops(r["ops"], unit="example"))
   if "vectorized" in _WHAT.value:
     result["vectorized_sweep"] = []
     for size in _VECTORIZED.value:
@@ -85,9 +91,8 @@ def main(argv):
             f"{r['speedup']:.2f}x (a step: one member {1e6 * r['separate_step_seconds']:.0f} us, "
             f"all vmapped {1e6 * r['vectorized_step_seconds']:.0f} us)", flush=True)
       for name in ("separate", "vectorized") if _PROFILE.value else ():
-        print(f"{name}, the slowest ops of a step:\n"
-              + op_profile.format_ops(r[f"{name}_ops"], unit="step", limit=20,
-                                      total=r[f"{name}_ops_step_seconds"]), flush=True)
+        print(f"{name}, its slowest ops:\n" + op_profile.format_ops(r[f"{name}_ops"], "step"),
+              flush=True)
   if "models" in _WHAT.value:
     result["models"] = []
     for spec, shape in benchmark.MODEL_SPECS.items():

@@ -51,14 +51,26 @@ def test_summarize_counts_device_kernels_and_innermost_ops_per_call():
   assert {r["name"]: (r["count"], r["seconds"]) for r in rows} == {
       "dot": (2, pytest.approx(40e-6)), "tanh": (1, pytest.approx(20e-6)),
       "add": (1, pytest.approx(5e-6))}
-  assert "summed over its ops" in op_profile.format_ops(rows, unit="step")
+  per_step = op_profile.per_unit(rows, 10, limit=2)
+  assert [(r["name"], r["count"]) for r in per_step["ops"]] == [("dot", 0.2), ("tanh", 0.1)]
+  assert per_step["total_seconds"] == pytest.approx(65e-7)
+  assert "6.5 us per step" in op_profile.format_ops(per_step, unit="step")
 
 
 def test_vectorized_sweep_reports_its_ops_per_step():
   r = benchmark.vectorized_sweep("digits", members=2, num_steps=40, trials=1, profile_ops=True)
   for name in ("separate", "vectorized"):
-    ops, step = r[f"{name}_ops"], r[f"{name}_step_seconds"]
-    assert ops and all(o["count"] > 0 and o["seconds"] > 0 for o in ops)
+    profile, step = r[f"{name}_ops"], r[f"{name}_step_seconds"]
+    assert profile["ops"] and all(o["count"] > 0 and o["seconds"] > 0 for o in profile["ops"])
     # Per step, as the timed step: a slip of a dispatch (20 steps) or of the
     # unit would put it far outside this range.
-    assert step / 10 < r[f"{name}_ops_step_seconds"] < 10 * step
+    assert step / 10 < profile["total_seconds"] < 10 * step
+
+
+def test_importance_sampling_reports_its_ops_per_example():
+  r = benchmark.importance_sampling(num_examples=50, k=200, trials=1, profile_ops=True)
+  # Two chunks of 100 draws, each decoded for the batch's 50 examples at once:
+  # the slowest op, the decoder's, runs twice a batch, 2/50 times per example.
+  assert r["ops"]["ops"][0]["count"] == pytest.approx(2 / 50)
+  per_example = r["seconds"] / r["num_examples"]
+  assert per_example / 10 < r["ops"]["total_seconds"] < 10 * per_example

@@ -314,7 +314,7 @@ def _matmul_seconds(shapes: list[tuple[int, int, int]], repeats: int = 20,
 
 
 def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int = 50,
-                        chunk: int = 100, trials: int = 3) -> dict:
+                        chunk: int = 100, trials: int = 3, profile_ops: bool = False) -> dict:
   """The k-sample log-likelihood estimate (evaluation.estimator_for_params) on
   MNIST-sized examples with the Flax-example model, against its matmul time,
   at 'highest' precision as evaluation runs: the decoder's two products per
@@ -323,7 +323,9 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   once-per-chunk cost, 1/chunk of that, is left out), and the same FLOPs at the
   square 2048² matmul peak. The ratios are of the fastest of `trials` runs of
   each (the shapes are each the best of 5 already; on a shared machine
-  interference only adds time); `ratio_of_medians` is given beside."""
+  interference only adds time); `ratio_of_medians` is given beside.
+  `profile_ops`: one batch's estimate op by op (vae_jax.op_profile), per
+  example."""
   from vae_jax import evaluation
   s = flax_example_setup(num_examples)
   params = s.vae.init(jax.random.key(0))
@@ -344,7 +346,14 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
     jax.block_until_ready(out)
     times.append(time.perf_counter() - start)
   seconds, peak, matmul_seconds = min(times), max(peaks), min(shape_times)
-  return {"num_examples": num_examples, "k": k, "batch_size": batch_size, "chunk": chunk,
+  ops = {}
+  if profile_ops:
+    from vae_jax import op_profile
+    batch = s.images[:batch_size]
+    ops["ops"] = op_profile.per_unit(op_profile.op_times(
+        lambda: jax.block_until_ready(estimator(params, batch, jax.random.key(0))), calls=2),
+        batch_size)
+  return {**ops, "num_examples": num_examples, "k": k, "batch_size": batch_size, "chunk": chunk,
           "trials": trials, "seconds": seconds, "tflop": flop / 1e12,
           "matmul_seconds": matmul_seconds, "ratio_to_matmul_time": seconds / matmul_seconds,
           "ratio_of_medians": statistics.median(times) / statistics.median(shape_times),
@@ -466,23 +475,25 @@ CONTENDERS = ("vae_jax", "sgd", "plain", "hand", "matmul")
 
 
 def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: int = 65536,
-        steps_per_dispatch: int = 20) -> dict:
+        steps_per_dispatch: int = 20, profile_ops: bool = False) -> dict:
   """Interleaved trials of every contender at every batch size; medians and
-  the ratios between them (each from the same run)."""
+  the ratios between them (each from the same run). `profile_ops`: the
+  library's step op by op at each batch size (vae_jax.op_profile, after the
+  trials), its slowest 20 ops per step."""
   s = flax_example_setup()
   c = _flax_example_config()
   c.optimizer.name = "sgd"
   sgd = dataclasses.replace(s, optimizer=train.build_optimizer(c.optimizer))
   timers: dict[str, Callable[[], float]] = {}
+  steps = {b: max(steps_per_dispatch, examples_per_trial // b // steps_per_dispatch
+                  * steps_per_dispatch) for b in batch_sizes}
   for b in batch_sizes:  # all compiled before any timing
-    steps = max(steps_per_dispatch, examples_per_trial // b // steps_per_dispatch
-                * steps_per_dispatch)
-    timers[f"vae_jax_{b}"] = library_timer(s, b, steps, steps_per_dispatch)
+    timers[f"vae_jax_{b}"] = library_timer(s, b, steps[b], steps_per_dispatch)
     # The same step with SGD in Adam's place: the gap is what Adam's pass over
     # the parameters and moments costs beyond SGD's (the limit counts neither).
-    timers[f"sgd_{b}"] = library_timer(sgd, b, steps, steps_per_dispatch)
-    timers[f"plain_{b}"] = plain_loop_timer(s, b, steps)
-    timers[f"hand_{b}"] = hand_tuned_timer(s, b, steps, steps_per_dispatch)
+    timers[f"sgd_{b}"] = library_timer(sgd, b, steps[b], steps_per_dispatch)
+    timers[f"plain_{b}"] = plain_loop_timer(s, b, steps[b])
+    timers[f"hand_{b}"] = hand_tuned_timer(s, b, steps[b], steps_per_dispatch)
     timers[f"matmul_{b}"] = matmul_limit_timer(s, b, steps_per_dispatch)
   raw: dict[str, list[float]] = {"peak_flops": []}
   for _ in range(trials):
@@ -502,6 +513,10 @@ def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: i
     row["vae_jax_over_hand"] = med["vae_jax"] / med["hand"]
     row["matmul_limit_fraction_of_peak"] = med["matmul"] * flop / peak
     row["vae_jax_fraction_of_matmul_peak"] = med["vae_jax"] * flop / peak
+    if profile_ops:
+      from vae_jax import op_profile
+      row["vae_jax_ops"] = op_profile.per_unit(
+          op_profile.op_times(timers[f"vae_jax_{b}"], calls=1), steps[b])
     rows.append(row)
   return {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
           "matmul_peak_gflops": peak / 1e9, "flop_per_example": flop,
@@ -617,11 +632,8 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
         for j in indices:
           held[0], metrics = update(held[0], device_images, j, *extra)
         jax.block_until_ready(metrics)
-      rows = op_profile.op_times(dispatches, calls=2)
-      steps = len(indices) * steps_per_dispatch
-      ops[f"{name}_ops"] = [dict(r, count=r["count"] / steps, seconds=r["seconds"] / steps)
-                            for r in rows[:20]]
-      ops[f"{name}_ops_step_seconds"] = sum(r["seconds"] for r in rows) / steps
+      ops[f"{name}_ops"] = op_profile.per_unit(op_profile.op_times(dispatches, calls=2),
+                                               len(indices) * steps_per_dispatch)
   return {"size": size, "members": members, "steps": len(chunks) * steps_per_dispatch,
           "batch_size": batch, "steps_per_dispatch": steps_per_dispatch, "guarded": guarded,
           "separate_seconds": sep, "vectorized_seconds": vec,

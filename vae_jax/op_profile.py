@@ -52,6 +52,14 @@ def summarize(trace: dict | list, calls: int = 1) -> list[dict]:
   return sorted(rows, key=lambda r: -r["seconds"])
 
 
+def per_unit(rows: list[dict], units: float, limit: int = 20) -> dict:
+  """`op_times` rows divided by `units` (the steps or examples of a call):
+  the `limit` slowest as "ops", and all of them summed as "total_seconds"."""
+  return {"ops": [dict(r, count=r["count"] / units, seconds=r["seconds"] / units)
+                  for r in rows[:limit]],
+          "total_seconds": sum(r["seconds"] for r in rows) / units}
+
+
 def _innermost(events: list[dict]) -> list[dict]:
   """The events that hold no other event of their thread: a loop's thunk spans
   its body's, which would otherwise count twice."""
@@ -70,14 +78,11 @@ def _innermost(events: list[dict]) -> list[dict]:
   return [e for e in events if id(e) not in holders]
 
 
-def format_ops(rows: list[dict], unit: str = "call", limit: int = 15,
-               total: float | None = None) -> str:
-  """A table of the `limit` slowest ops (`op_times` rows), under a line with
-  the `total` seconds of all of them per `unit` (default: the rows' sum). On a
-  CPU, XLA runs independent thunks at once on its threads, so the total can
-  exceed the wall time."""
-  total = sum(r["seconds"] for r in rows) if total is None else total
-  lines = [f"  {1e6 * total:9.1f} us per {unit}, summed over its ops"]
-  for r in rows[:limit]:
+def format_ops(profile: dict, unit: str = "call") -> str:
+  """A `per_unit` profile as a table, under a line with the total per `unit`.
+  On a CPU, XLA runs independent thunks at once on its threads, so the total
+  can exceed the wall time."""
+  lines = [f"  {1e6 * profile['total_seconds']:9.1f} us per {unit}, summed over its ops"]
+  for r in profile["ops"]:
     lines.append(f"  {1e6 * r['seconds']:9.2f} us {r['count']:6.2f}x  {r['name'][:100]}")
   return "\n".join(lines)
