@@ -36,25 +36,29 @@ def test_summarize_counts_device_kernels_and_innermost_ops_per_call():
   meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
           {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}}]
   host = [_event(2, 1, "fusion", 0, 50), _event(2, 1, "end: fusion", 50, 1)]
-  device = [_event(1, 7, "gemm", 0, 30), _event(1, 7, "gemm", 40, 10),
-            _event(1, 7, "adam", 60, 20), _event(1, 8, "copy", 0, 4, module="jit_copy")]
+  # Kernels of one stream may run at once (a CUDA graph's independent nodes):
+  # "adam" overlaps the second "gemm" and both count in full.
+  device = [_event(1, 7, "gemm", 0, 30), _event(1, 7, "adam", 35, 20),
+            _event(1, 7, "gemm", 40, 10), _event(1, 8, "copy", 0, 4, module="jit_copy")]
   rows = op_profile.summarize({"traceEvents": meta + host + device}, calls=2)
   # Only the device's kernels count where it has any; microseconds to seconds, per call.
   assert rows == [
       {"module": "jit_step", "name": "gemm", "count": 1.0, "seconds": pytest.approx(20e-6)},
       {"module": "jit_step", "name": "adam", "count": 0.5, "seconds": pytest.approx(10e-6)},
       {"module": "jit_copy", "name": "copy", "count": 0.5, "seconds": pytest.approx(2e-6)}]
-  # A host-only trace: a loop's thunk holding two others is left out for them.
+  # A host-only trace: a loop's thunk holding two others is left out for them;
+  # one that only overlaps the next ("add", "sub") holds nothing.
   nested = [_event(2, 1, "while", 0, 100), _event(2, 1, "dot", 10, 30),
-            _event(2, 1, "tanh", 50, 20), _event(2, 2, "dot", 20, 10), _event(2, 1, "add", 100, 5)]
+            _event(2, 1, "tanh", 50, 20), _event(2, 2, "dot", 20, 10), _event(2, 1, "add", 100, 5),
+            _event(2, 1, "sub", 103, 4)]
   rows = op_profile.summarize(meta + nested)
   assert {r["name"]: (r["count"], r["seconds"]) for r in rows} == {
       "dot": (2, pytest.approx(40e-6)), "tanh": (1, pytest.approx(20e-6)),
-      "add": (1, pytest.approx(5e-6))}
+      "add": (1, pytest.approx(5e-6)), "sub": (1, pytest.approx(4e-6))}
   per_step = op_profile.per_unit(rows, 10, limit=2)
   assert [(r["name"], r["count"]) for r in per_step["ops"]] == [("dot", 0.2), ("tanh", 0.1)]
-  assert per_step["total_seconds"] == pytest.approx(65e-7)
-  assert "6.5 us per step" in op_profile.format_ops(per_step, unit="step")
+  assert per_step["total_seconds"] == pytest.approx(69e-7)
+  assert "6.9 us per step" in op_profile.format_ops(per_step, unit="step")
 
 
 def test_vectorized_sweep_reports_its_ops_per_step():

@@ -21,7 +21,9 @@ def op_times(fn: Callable[[], Any], calls: int = 3) -> list[dict]:
   under jax.profiler.trace and returns each op's time per call of fn, most
   first: {"module": the jitted program, "name", "count", "seconds"}. Where the
   trace has device events (a GPU's kernels) only those count, else the host's
-  XLA thunks; an op that holds others (a loop's thunk) is left out for them."""
+  XLA thunks, but for a thunk that holds others (a loop's, which spans its
+  body's). Kernels that ran at once (independent nodes of a CUDA graph) each
+  count in full."""
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0  # Python's own frames are not ops
   with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +45,7 @@ def summarize(trace: dict | list, calls: int = 1) -> list[dict]:
          and not e["name"].startswith("end:")]
   on_device = [e for e in ops if process.get(e["pid"], "").startswith("/device:")]
   totals: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0, 0.0])
-  for e in _innermost(on_device or ops):
+  for e in on_device or _innermost(ops):
     total = totals[(e["args"]["hlo_module"], e["name"])]
     total[0] += 1
     total[1] += e.get("dur", 0.0) * 1e-6  # microseconds in the trace
@@ -63,14 +65,15 @@ def per_unit(rows: list[dict], units: float, limit: int = 20) -> dict:
 def _innermost(events: list[dict]) -> list[dict]:
   """The events that hold no other event of their thread: a loop's thunk spans
   its body's, which would otherwise count twice."""
+  end = lambda e: e["ts"] + e.get("dur", 0.0)
   by_thread = collections.defaultdict(list)
   for e in events:
     by_thread[(e["pid"], e["tid"])].append(e)
   holders = set()
   for thread in by_thread.values():
-    open_events: list[dict] = []  # nested, outermost first
+    open_events: list[dict] = []  # each holding the next, outermost first
     for e in sorted(thread, key=lambda e: (e["ts"], -e.get("dur", 0.0))):
-      while open_events and open_events[-1]["ts"] + open_events[-1].get("dur", 0.0) <= e["ts"]:
+      while open_events and end(open_events[-1]) < end(e):  # ended, or only overlaps
         open_events.pop()
       if open_events:
         holders.add(id(open_events[-1]))
