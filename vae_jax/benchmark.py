@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import backend, train
+from vae_jax import backend, op_profile, train
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import models as model_lib
@@ -348,7 +348,6 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   seconds, peak, matmul_seconds = min(times), max(peaks), min(shape_times)
   ops = {}
   if profile_ops:
-    from vae_jax import op_profile
     batch = s.images[:batch_size]
     ops["ops"] = op_profile.per_unit(op_profile.op_times(
         lambda: jax.block_until_ready(estimator(params, batch, jax.random.key(0))), calls=2),
@@ -514,7 +513,6 @@ def run(batch_sizes=(32, 128, 512, 2048), trials: int = 5, examples_per_trial: i
     row["matmul_limit_fraction_of_peak"] = med["matmul"] * flop / peak
     row["vae_jax_fraction_of_matmul_peak"] = med["vae_jax"] * flop / peak
     if profile_ops:
-      from vae_jax import op_profile
       row["vae_jax_ops"] = op_profile.per_unit(
           op_profile.op_times(timers[f"vae_jax_{b}"], calls=1), steps[b])
     rows.append(row)
@@ -622,9 +620,8 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
   examples = members * len(chunks) * steps_per_dispatch * batch
   ops = {}
   if profile_ops:
-    from vae_jax import op_profile
     for name, update, state, indices, extra in (
-        ("separate", separate[0], copies()[0], idx[0], ()),
+        ("separate", separate[0], jax.tree.map(jnp.copy, states[0]), idx[0], ()),
         ("vectorized", together, stacked(), stacked_idx, args)):
       held = [state]  # each call goes on from the state the last one left
 
