@@ -619,18 +619,14 @@ def vectorized_sweep(size: str, members: int = 8, num_steps: int = 400,
   sep, vec = statistics.median(times["separate"]), statistics.median(times["vectorized"])
   examples = members * len(chunks) * steps_per_dispatch * batch
   ops = {}
-  if profile_ops:
-    for name, update, state, indices, extra in (
-        ("separate", separate[0], jax.tree.map(jnp.copy, states[0]), idx[0], ()),
-        ("vectorized", together, stacked(), stacked_idx, args)):
-      held = [state]  # each call goes on from the state the last one left
-
-      def dispatches(update=update, indices=indices, extra=extra, held=held):
-        for j in indices:
-          held[0], metrics = update(held[0], device_images, j, *extra)
-        jax.block_until_ready(metrics)
-      ops[f"{name}_ops"] = op_profile.per_unit(op_profile.op_times(dispatches, calls=2),
-                                               len(indices) * steps_per_dispatch)
+  if profile_ops:  # the timed loops again (one member's alone), inputs made beforehand
+    one_member = lambda: [jax.tree.map(jnp.copy, states[0])]
+    for name, fn, fresh in (("separate", run_separate, one_member),
+                            ("vectorized", run_together, stacked)):
+      inputs = iter(jax.block_until_ready([fresh(), fresh()]))  # one per profiled call
+      ops[f"{name}_ops"] = op_profile.per_unit(
+          op_profile.op_times(lambda fn=fn, inputs=inputs: fn(next(inputs)), calls=2),
+          len(chunks) * steps_per_dispatch)
   return {"size": size, "members": members, "steps": len(chunks) * steps_per_dispatch,
           "batch_size": batch, "steps_per_dispatch": steps_per_dispatch, "guarded": guarded,
           "separate_seconds": sep, "vectorized_seconds": vec,
