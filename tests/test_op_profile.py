@@ -78,3 +78,7 @@ def test_importance_sampling_reports_its_ops_per_example():
   assert r["ops"]["ops"][0]["count"] == pytest.approx(2 / 50)
   per_example = r["seconds"] / r["num_examples"]
   assert per_example / 10 < r["ops"]["total_seconds"] < 10 * per_example
+  # The products timed in one run of 20 each, scaled to the run's 2, against
+  # the best of 5 such runs: the same products, so near each other (a slip of
+  # the scaling would put them 10x apart).
+  assert 0.5 < r["matmul_seconds"] / r["short_runs_seconds"] < 2
