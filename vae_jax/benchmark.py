@@ -304,15 +304,6 @@ def matmul_peak(n: int | None = None, repeats: int = 5, dtype: str = "float32",
   return 2 * n ** 3 / best
 
 
-def _matmul_seconds(shapes: list[tuple[int, int, int]], repeats: int = 20,
-                    precision: str | None = None) -> float:
-  """Seconds of one (m, k) · (k, n) product per shape, each timed alone (best of
-  5 runs of `repeats`, one after another in a jitted lax.scan, a fresh left
-  operand each time), summed."""
-  matmuls = [((m, k), (k, n), _FORWARD, 1) for m, k, n in shapes]
-  return _seconds_per_dot(_dot_programs(matmuls, repeats, precision), repeats, best_of=5)
-
-
 def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int = 50,
                         chunk: int = 100, trials: int = 3, profile_ops: bool = False) -> dict:
   """The k-sample log-likelihood estimate (evaluation.estimator_for_params) on
@@ -327,9 +318,9 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   are of the fastest of `trials` runs of each (on a shared machine
   interference only adds time), with the median of each trial's own ratio
   beside. `ratio_to_short_runs` is against each shape's best of 5 runs of 20
-  products (`_matmul_seconds`), the figure this benchmark gave until
-  2026-12-01: a minimum over 0.2 s windows against one over 11 s runs, it
-  favours the products wherever the machine has slow phases, as this one has.
+  products, the figure this benchmark gave until 2026-12-01: a minimum over
+  0.2 s windows against one over 11 s runs, it favours the products wherever
+  the machine has slow phases, as this one has.
   `profile_ops`: one batch's estimate op by op (vae_jax.op_profile), per
   example."""
   from vae_jax import evaluation
@@ -358,7 +349,7 @@ def importance_sampling(num_examples: int = 1000, k: int = 5000, batch_size: int
   times, peaks, matmul_times, short_times = [], [], [], []
   for _ in range(trials):
     peaks.append(matmul_peak(precision="highest"))
-    short_times.append(products * _matmul_seconds(shapes, precision="highest"))
+    short_times.append(products * _seconds_per_dot(programs, repeats, best_of=5))
     matmul_times.append(matmul_run())
     start = time.perf_counter()
     for i in range(0, num_examples, batch_size):
