@@ -1,7 +1,11 @@
 """Burda, Grosse & Salakhutdinov 2016 (IWAE), MNIST, the two-layer model:
 
-  inference   x -> 100-100 tanh -> z1 (100) -> 50-50 tanh -> z2 (50)
-  generative  z2 -> 50-50 tanh -> z1 -> 100-100 tanh -> x (Bernoulli)
+  inference   x -> 200-200 tanh -> z1 (100) -> 100-100 tanh -> z2 (50)
+  generative  z2 -> 100-100 tanh -> z1 -> 200-200 tanh -> x (Bernoulli)
+
+(the paper's code, yburda/iwae experiments.py with 2 layers: latent units
+[100, 50], hidden_units_q [[200, 200], [100, 100]], hidden_units_p
+[[100, 100], [200, 200]]; this file had 100-100 and 50-50 until 2026-12-01),
 
 each stochastic layer a diagonal Gaussian whose mean and log-variance the
 layer's MLP emits. Everything else is experiments/iwae_burda.py: the paper's
@@ -23,9 +27,9 @@ from experiments import iwae_burda
 def get_config(arg: str | None = None):
   c = iwae_burda.get_config(arg)
   c.model.name = "bottom_up"
-  c.model.encoder_hidden = c.model.decoder_hidden = (100, 100)
+  c.model.encoder_hidden = c.model.decoder_hidden = (200, 200)
   c.model.latent_dims = (100, 50)
-  c.model.stochastic_hidden = ((50, 50),)
+  c.model.stochastic_hidden = ((100, 100),)
   objective = "VAE" if c.objective.name == "elbo" else "IWAE"
   k = c.objective.num_samples
   published = {("VAE", 1): 85.33, ("VAE", 5): 85.01, ("VAE", 50): 84.78,

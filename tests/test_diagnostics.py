@@ -111,7 +111,10 @@ def test_gradient_noise_matches_a_loop_of_single_gradients(monkeypatch, chunk_fl
   g = np.stack([np.concatenate([np.ravel(a) for a in jax.tree.leaves(jax.grad(loss)(params, k))])
                 for k in keys]).astype(np.float64)
   np.testing.assert_allclose(got["all_variance"], g.var(axis=0, ddof=1).sum(), rtol=1e-4)
-  np.testing.assert_allclose(got["all_mean_sq_norm"], np.sum(g.mean(axis=0) ** 2), rtol=1e-4)
+  # ‖E g‖² unbiased: the mean of g_i·g_j over ordered pairs of distinct draws.
+  gram = g @ g.T
+  pairs = (gram.sum() - np.trace(gram)) / (len(g) * (len(g) - 1))
+  np.testing.assert_allclose(got["all_mean_sq_norm"], pairs, rtol=1e-4)
 
 
 def test_gradient_variance_falls_as_one_over_the_number_of_samples():

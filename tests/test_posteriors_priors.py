@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from vae_jax import config as config_lib
-from vae_jax import data, flows, models, objectives, plots, priors
+from vae_jax import data, evaluation, flows, models, objectives, plots, priors
 from vae_jax.errors import UserError
 
 from conftest import model_config, train_cli
@@ -218,6 +218,26 @@ def test_mixture_prior_in_every_model(name):
   # The figures sample from host (NumPy) parameters, vmapped over keys.
   grid = plots.sample_grid(m, jax.device_get(params), jax.random.split(jax.random.key(4), 4))
   assert grid.dtype == np.uint8 and grid.size > 0
+
+
+@pytest.mark.parametrize("name", ["flat", "bottom_up", "top_down"])
+def test_mutual_information_is_not_estimated_for_a_flow_posterior(name):
+  """The mixture estimator needs q(z|x) Gaussian; a flow's q is not its
+  Gaussian summary, so no figure is given (nor a marginal KL) and the table
+  says why. With the Gaussian posterior the figure is there."""
+  images = np.asarray(jax.random.bernoulli(jax.random.key(2), 0.4, (6,) + SHAPE), np.float32)
+  for posterior, steps in (("iaf", 2), ("gaussian", 0)):
+    m, params = _model(name, posterior=posterior, flow_steps=steps)
+    assert m.gaussian_posteriors == (posterior == "gaussian")
+    res = evaluation.evaluate(m, params, images, jax.random.key(0), batch_size=6,
+                              elbo_samples=2)
+    mi = [g["mutual_information"] for g in res["groups"].values()]
+    if posterior == "iaf":
+      assert mi == [None] * len(mi) and "marginal_kl" not in res
+      assert "n/a (flow)" in "\n".join(evaluation.group_table(res["groups"]))
+    else:
+      assert all(np.isfinite(v) for v in mi)
+      assert ("marginal_kl" in res) == (len(mi) == 1)
 
 
 # --- Estimators --------------------------------------------------------------------------

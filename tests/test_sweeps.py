@@ -160,6 +160,57 @@ def test_vectorised_members_equal_their_separate_runs(tmp_path):
                                alone["test"]["nll"]["value"], rtol=1e-5)
 
 
+def test_vectorised_group_joins_members_left_at_different_steps(tmp_path):
+  """Member 0 stopped at step 10 by its own process (scripts/train.py
+  --config.sweep_index=0 records the index), member 1 at step 30 (a vectorised
+  path leaves it unset); each keeps one checkpoint, so no step is common to
+  both. The group trains member 0 alone to step 30, then both: each ends where
+  its uninterrupted separate run ends, with its training time recorded."""
+  spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1, "objective.beta": 2.0}]',
+                     'sweeps.apply(sweeps.experiment("digits", "small"), '
+                     '{"train.keep_checkpoints": 1})')
+  s, work = sweeps.Sweep(spec), str(tmp_path / "v")
+  for i, steps in ((0, 10), (1, 30)):
+    c = sweeps.apply(s.configs[i], {"train.num_steps": steps})
+    c.sweep_index = 0 if i == 0 else None
+    launch.run_member(s, i, work, c)
+  assert sorted(os.listdir(tmp_path / "v" / s.names[1] / "checkpoints")) == ["30"]
+  together = launch.run_group(s, [0, 1], work)
+  for i in (0, 1):
+    alone = launch.run_member(s, i, str(tmp_path / "s"))
+    a = runs.load_run(str(tmp_path / "v" / s.names[i]), "latest")
+    b = runs.load_run(str(tmp_path / "s" / s.names[i]), "latest")
+    assert a.step == b.step == 40
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert [r["step"] for r in a.metrics] == [r["step"] for r in b.metrics]
+    np.testing.assert_allclose(together[i]["test"]["nll"]["value"],
+                               alone["test"]["nll"]["value"], rtol=1e-5)
+    assert together[i]["train_seconds"] > 0
+    assert a.metrics[-1]["train_seconds"] == together[i]["train_seconds"]
+  assert launch.statuses(s, work) == {n: "finished" for n in s.names}
+
+
+def test_a_diverging_vectorised_member_fails_alone(tmp_path):
+  """Learning rates 3e-3 and 1e30 under nan_policy=stop: the second member
+  fails with its separate run's error, the first trains on and finishes with
+  its separate run's numbers; the process reports the one failure."""
+  spec = _sweep_file(tmp_path, 'sweep("optimizer.learning_rate", [3e-3, 1e30])')
+  s, work = sweeps.Sweep(spec), str(tmp_path / "v")
+  with pytest.raises(launch.MembersFailed, match=r"1 of the 2 members .*\(learning_rate=1e\+30\)"):
+    launch.run_group(s, [0, 1], work)
+  good, bad = (launch.read_status(launch.member_dir(work, s, i)) for i in (0, 1))
+  assert good["status"] == "finished" and good["error"] is None
+  assert bad["status"] == "failed" and "non-finite" in bad["error"]
+  with pytest.raises(UserError, match="non-finite") as separate:
+    launch.run_member(s, 1, str(tmp_path / "s"))
+  assert bad["error"] == f"UserError: {separate.value}"
+  alone = launch.run_member(s, 0, str(tmp_path / "s"))
+  got = runs.read_eval(os.path.join(launch.member_dir(work, s, 0), runs.EVAL_FILE))
+  np.testing.assert_allclose(got["test"]["nll"]["value"], alone["test"]["nll"]["value"],
+                             rtol=1e-5)
+
+
 def _fake_member(workdir, name, elbo, nll, rate, status="finished"):
   os.makedirs(workdir / name)
   if status == "finished":

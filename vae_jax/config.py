@@ -153,9 +153,12 @@ def small_form(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
   return c
 
 
-# Fields a resumed run may change without changing what it computes.
+# Fields a resumed run may change without changing what it computes
+# (sweep_index only locates a member, whose overrides are in the config: a
+# member started by scripts/train.py --config.sweep_index=i resumes in a
+# vectorised group, which leaves it unset, and the other way round).
 SAFE_TO_CHANGE = ("train.num_epochs", "train.num_steps", "train.progress_bar",
-                  "train.keep_checkpoints", "eval.", "reference.")
+                  "train.keep_checkpoints", "eval.", "reference.", "sweep_index")
 
 _CHOICES = {
     "backend": ("cpu", "gpu", "tpu"),

@@ -7,7 +7,8 @@ For each example n, with z_i ~ q(z|x_n) and w_i = p(x_n, z_i) / q(z_i|x_n):
 
 log p̂_n is streamed over chunks of samples with a running log-sum-exp, so the
 memory is set by the chunk, not by k. Its Monte Carlo variance comes from the
-delta method, Var[log w̄] ≈ Var[w] / (k w̄²) = Σw² / (Σw)² - 1/k. A dataset
+delta method, Var[log w̄] ≈ s²_w / (k w̄²) = (Σw² / (Σw)² - 1/k) · k/(k - 1),
+with s²_w the weights' sample variance (ddof=1, as the ELBO's; none at k = 1). A dataset
 figure, the mean over N examples, is reported with
   se      = std_n(estimate_n) / √N            (the spread of the data)
   mc_err  = √(Σ_n Var_MC[estimate_n]) / N      (the sampling noise of the number)
@@ -41,6 +42,8 @@ def example_estimates(model: LatentVariableModel, params: Params, x: jax.Array,
   form) and posterior parameters (`q_mean/<g>`, `q_log_var/<g>`)."""
   elbo_rng, is_rng = jax.random.split(rng)
   d = model.draws(params, x, elbo_rng, elbo_samples)
+  if analytic_kl:
+    objectives.check_closed_form_kl(d)
   kl_groups = d.kl_analytic_per_group() if analytic_kl else d.kl_mc_per_group()
   kl_draw = sum(kl_groups.values())
   per_sample = d.log_px_z - kl_draw  # with the Monte Carlo KL: the log-weights
@@ -70,7 +73,8 @@ def example_estimates(model: LatentVariableModel, params: Params, x: jax.Array,
     else:
       (lse1, lse2), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
     out["log_px"] = lse1 - math.log(k)
-    out["log_px_mc_var"] = jnp.maximum(jnp.exp(lse2 - 2.0 * lse1) - 1.0 / k, 0.0)
+    out["log_px_mc_var"] = (jnp.maximum(jnp.exp(lse2 - 2.0 * lse1) - 1.0 / k, 0.0) * k / (k - 1)
+                            if k > 1 else jnp.full_like(lse1, jnp.nan))
   return out
 
 
@@ -202,10 +206,11 @@ def evaluate(model: LatentVariableModel, params: Params, images: np.ndarray, rng
         "active_units": int(np.sum(variance > diagnostics.ACTIVE_THRESHOLD)),
         "units": int(variance.size),
         "posterior_mean_variance": variance.tolist(),
+        # A flow's q is not the Gaussian summary: no estimate rather than a wrong one.
         "mutual_information": diagnostics.mutual_information(
             per_example[f"q_mean/{g}"].reshape(mi_examples, -1),
             per_example[f"q_log_var/{g}"].reshape(mi_examples, -1),
-            jax.random.fold_in(mi_rng, len(groups))),
+            jax.random.fold_in(mi_rng, len(groups))) if model.gaussian_posteriors else None,
         "mutual_information_ceiling": math.log(mi_examples)}
     if f"kl_per_unit/{g}" in per_example:
       groups[g]["kl_per_unit"] = np.mean(per_example[f"kl_per_unit/{g}"].reshape(n, -1),
@@ -225,7 +230,7 @@ def evaluate(model: LatentVariableModel, params: Params, images: np.ndarray, rng
                                      []),
       "groups": groups,
   }
-  if len(groups) == 1:
+  if len(groups) == 1 and first["mutual_information"] is not None:
     # rate = I(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016). The mixture
     # estimator cannot exceed log N: near it, I(x; z) is larger.
     result.update(mutual_information=first["mutual_information"],
@@ -316,7 +321,9 @@ def group_table(groups: dict) -> list[str]:
   rows = [f"{'group':<6} {'shape':<12} {'KL (nats)':>10} {'active':>12} {'MI (nats)':>10}"]
   for g, v in groups.items():
     rows.append(f"{g:<6} {'x'.join(map(str, v['shape'])):<12} {v['kl']:>10.3f} "
-                f"{v['active_units']:>5} / {v['units']:<5} {v['mutual_information']:>10.3f}")
+                f"{v['active_units']:>5} / {v['units']:<5} "
+                + (f"{v['mutual_information']:>10.3f}" if v["mutual_information"] is not None
+                   else f"{'n/a (flow)':>10}"))
   return rows
 
 

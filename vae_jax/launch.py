@@ -61,6 +61,16 @@ def _write_status(run_dir: str, record: dict) -> None:
   writers.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
+class MembersFailed(UserError):
+  """Some members of a vectorised group failed on their own (each one's
+  status says why); the others finished."""
+
+
+def _error_line(e: BaseException) -> str:
+  line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  return f"{type(e).__name__}: {line}"
+
+
 @contextlib.contextmanager
 def _recorded(sweep: Sweep, indices: list[int], workdir: str):
   """Marks the members running, then finished or failed (with the error line),
@@ -84,12 +94,15 @@ def _recorded(sweep: Sweep, indices: list[int], workdir: str):
       _write_status(run_dir, record)
     start, failed = time.time(), False
     try:
-      yield
+      yield [record for _, record in records]
     except BaseException as e:
       failed = True
-      line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       for _, record in records:
-        record.update(status="failed", error=f"{type(e).__name__}: {line}")
+        if isinstance(e, MembersFailed):  # the group's others finished
+          if record["status"] == "running":
+            record.update(status="finished")
+        else:
+          record.update(status="failed", error=_error_line(e))
       raise
     else:
       for _, record in records:
@@ -118,9 +131,19 @@ def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
   """Trains members that differ only in seed, β or learning rate as one
   vmapped program (vae_jax.vectorized); statuses as `run_member`."""
   from vae_jax import vectorized  # Deferred: JAX.
-  with _recorded(sweep, indices, workdir):
-    return vectorized.train_members([sweep.configs[i] for i in indices],
-                                    [member_dir(workdir, sweep, i) for i in indices])
+  with _recorded(sweep, indices, workdir) as records:
+    results = vectorized.train_members([sweep.configs[i] for i in indices],
+                                       [member_dir(workdir, sweep, i) for i in indices])
+    failed = [(i, r) for i, r in zip(indices, results) if isinstance(r, Exception)]
+    for record, r in zip(records, results):
+      if isinstance(r, Exception):
+        record.update(status="failed", error=_error_line(r))
+    if failed:
+      i, first = failed[0]
+      raise MembersFailed(f"{len(failed)} of the {len(indices)} members trained together "
+                          f"failed ({', '.join(sweep.names[j] for j, _ in failed)}), the "
+                          f"others finished; {sweep.names[i]}: {first}")
+    return results
 
 
 def _command(sweep: Sweep, unit: list[int], workdir: str) -> list[str]:

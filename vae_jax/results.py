@@ -94,9 +94,12 @@ def _fmt(value) -> str:
   return "" if value is None else str(value)
 
 
-def _markdown(columns: list[str], rows: list[dict]) -> str:
+def _markdown(columns: list[str], rows: list[dict], keys: tuple[str, ...] = ()) -> str:
+  """A table; the swept `keys` columns show their values exactly (a learning
+  rate of 3e-4 is not 0.000), the figures to three decimals."""
+  shown = lambda c, v: str(v) if c in keys and isinstance(v, float) else _fmt(v)
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+  lines += ["| " + " | ".join(shown(c, r.get(c)) for c in columns) + " |" for r in rows]
   return "\n".join(lines)
 
 
@@ -122,7 +125,7 @@ def write_tables(sweep: Sweep, workdir: str, rows: list[dict] | None = None
         f"Budget of each member: {budget} of batch {t.batch_size} on data.name="
         f"{sweep.base.data.name}; test NLL by importance sampling with k = "
         f"{e.num_importance_samples}. Seconds: wall time (a vectorised member's share of its "
-        "group's).", "", _markdown(columns, rows)]
+        "group's).", "", _markdown(columns, rows, tuple(keys))]
   if "seed" in keys:
     agg = aggregate(rows, keys)
     group_keys = [k for k in keys if k != "seed"]
@@ -133,7 +136,7 @@ def write_tables(sweep: Sweep, workdir: str, rows: list[dict] | None = None
                                        else _fmt(a[metric]))
     md += ["", f"Mean ± std (ddof=1) over seeds ({', '.join(group_keys) or 'all members'}):",
            "", _markdown([*group_keys, "seeds", *(f"{m} (mean ± std)" for m in metrics),
-                          "seconds"], agg)]
+                          "seconds"], agg, tuple(group_keys))]
   md_path = os.path.join(workdir, "results.md")
   writers.atomic_write_text(md_path, "\n".join(md) + "\n")
   return csv_path, md_path

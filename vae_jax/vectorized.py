@@ -74,7 +74,9 @@ def make_update(model: model_lib.LatentVariableModel, objective: Objective,
 
 def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
   """Trains the members (one group: see `groups`) together, each in its workdir,
-  resuming from their checkpoints; returns their eval.json contents."""
+  resuming from their checkpoints; returns their eval.json contents, or for a
+  member whose loss turned non-finite under nan_policy='stop' the UserError a
+  separate run of it would have raised (the others train on without it)."""
   if len(groups(configs)) != 1:
     raise UserError("these members differ in more than "
                     f"{', '.join(VECTORIZABLE)}; train them separately")
@@ -113,32 +115,42 @@ def _train(configs, workdirs, base) -> list[dict]:
   files = [train_lib.RunFiles(c, w, data, model, total_steps, state)
            for c, w, state in zip(configs, workdirs, initial)]
   like = initial[0]
-  # Members resume together, from the newest step all of them have.
-  start = min(f.start for f in files)
-  for f, state in zip(files, initial):
-    if f.start > start:
-      f.state, f.meta = (state, f.meta) if start == 0 else f.latest.restore(start, like=like)
-      f.start = start
   for f in files:
     f.open_writer()
+  failed: dict[int, UserError] = {}
   try:
-    if start < total_steps:
-      _loop(files, configs, data, model, objective, total_steps, start)
+    # Members at different steps (stopped apart, or some trained separately)
+    # join as the group reaches each one's step: no member repeats a step, and
+    # none needs a checkpoint it may no longer keep.
+    starts = sorted({f.start for f in files} | {total_steps})
+    for begin, until in zip(starts, starts[1:]):
+      active = [i for i, f in enumerate(files) if f.start <= begin and i not in failed]
+      if active:
+        lost = _loop([files[i] for i in active], [configs[i] for i in active], data, model,
+                     objective, total_steps, begin, until)
+        failed.update({active[j]: e for j, e in lost.items()})
+      for i in active:
+        files[i].start = until
     # One compiled test estimator for all members (params as an argument).
     e = base.eval
     estimator = evaluation.make_estimator(
         model, None, elbo_samples=e.elbo_samples,
         num_importance_samples=e.num_importance_samples, chunk=e.importance_chunk)
-    return [f.finish(Objective.from_config(c.objective), like, None, estimator)
-            for f, c in zip(files, configs)]
+    return [failed[i] if i in failed else
+            f.finish(Objective.from_config(c.objective), like, None, estimator)
+            for i, (f, c) in enumerate(zip(files, configs))]
   finally:
     for f in files:
       f.close()
 
 
-def _loop(files, configs, data, model, objective, total_steps, start) -> None:
+def _loop(files, configs, data, model, objective, total_steps, start, until
+          ) -> dict[int, UserError]:
+  """Trains the members from `start` to `until` (where more members join, or
+  the end), leaving each one's state in its RunFiles. Returns the members
+  (by position) that failed their NaN check under nan_policy='stop'; the
+  others train on without them, as their separate runs would."""
   t = configs[0].train
-  k = len(files)
   train_model = model.computing_in(t.compute_dtype)  # evaluation stays float32
   transform = data_lib.train_transform(data.train_transform, data.raw_levels)
   # Unguarded, as a single run's loop: a stretch with a non-finite step in any
@@ -147,26 +159,36 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
   guarded_update = None
   estimator = evaluation.make_estimator(model, None, elbo_samples=configs[0].eval.elbo_samples,
                                         num_importance_samples=0, chunk=1)
+  live = list(range(len(files)))  # positions of the members still training
   states = _stack([f.state for f in files])
-  keys = jnp.stack([f.train_key for f in files])
-  betas = jnp.asarray([c.objective.beta for c in configs], jnp.float32)
-  rates = jnp.asarray([c.optimizer.learning_rate for c in configs], jnp.float32)
+
+  def members_arrays():
+    cs = [configs[i] for i in live]
+    return (jnp.stack([files[i].train_key for i in live]),
+            jnp.asarray([c.objective.beta for c in cs], jnp.float32),
+            jnp.asarray([c.optimizer.learning_rate for c in cs], jnp.float32))
+
+  keys, betas, rates = members_arrays()
   images = jax.device_put(data.train)
   pending: list[dict] = []
+  failed: dict[int, UserError] = {}
   step, last_log_step, last_log_time = start, start, time.time()
+  for f in files:
+    f.start_clock()
   signals = train_lib.StopOnSignal()
   indices_for = lambda begin, end: np.stack([
-      data_lib.batch_indices(c.seed, begin, end - begin, len(data.train), t.batch_size)
-      for c in configs])
+      data_lib.batch_indices(configs[i].seed, begin, end - begin, len(data.train), t.batch_size)
+      for i in live])
   anchor, anchor_step = jax.tree.map(jnp.copy, states), step
   try:
-    while step < total_steps:
-      end = train_lib.next_boundary(step, t, total_steps)
+    while step < until:
+      end = min(train_lib.next_boundary(step, t, total_steps), until)
       states, metrics = update(states, images, indices_for(step, end), keys, betas, rates)
       pending.append(metrics)
       step = end
       stop = signals.received is not None
-      is_log, is_eval, is_ckpt = train_lib.due(step, t, total_steps, stop)
+      # Where members join, every state is checked and saved, as at a stop.
+      is_log, is_eval, is_ckpt = train_lib.due(step, t, total_steps, stop or step == until)
       if not (is_log or is_eval or is_ckpt):
         continue
       host = train_lib.drain(pending, axis=1)
@@ -178,11 +200,18 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
             anchor, anchor_step, step, t, total_steps)
         host = train_lib.drain(pending, axis=1)
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
-      for i, f in enumerate(files):
-        row = f.check_finite({name: v[i] for name, v in host.items()}, step)
-        # Each member's own examples/s: all K advance in the same wall time.
-        row.update(num_devices=1, vectorized_members=k, examples_per_sec=rate)
-        state = _member(states, i)
+      for j, i in enumerate(live):
+        f = files[i]
+        try:
+          row = f.check_finite({name: v[j] for name, v in host.items()}, step)
+        except UserError as e:  # this member's run ends here; its checkpoints are intact
+          failed[i] = e
+          continue
+        # Each member's own examples/s and training seconds: all advance in the
+        # same wall time.
+        row.update(num_devices=1, vectorized_members=len(live), examples_per_sec=rate,
+                   train_seconds=f.tick())
+        state = _member(states, j)
         if is_eval:
           row.update(f.validate(state, step, estimator, None))
         if is_log or is_eval:
@@ -190,6 +219,13 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
         if is_ckpt:
           f.save_latest(step, state)
       last_log_step = step
+      if failed.keys() & set(live):
+        keep = [j for j, i in enumerate(live) if i not in failed]
+        live = [live[j] for j in keep]
+        if not live:
+          break
+        states = jax.tree.map(lambda a: a[np.asarray(keep)], states)
+        keys, betas, rates = members_arrays()
       if stop:
         signum = signals.received or signal.SIGTERM
         raise Interrupted(signum, f"stopped by signal {signum} at step {step}: checkpoints "
@@ -198,3 +234,6 @@ def _loop(files, configs, data, model, objective, total_steps, start) -> None:
       last_log_time = time.time()
   finally:
     signals.restore()
+  for j, i in enumerate(live):
+    files[i].state = _member(states, j)
+  return failed

@@ -114,6 +114,12 @@ class LatentVariableModel:
     """Whether every group's KL has a closed form (`Draws.kl` has them all)."""
     raise NotImplementedError
 
+  @property
+  def gaussian_posteriors(self) -> bool:
+    """Whether each group's q is the Gaussian `posterior_summary` gives (no
+    flow): what the mutual information's mixture estimator needs."""
+    return True
+
   def init(self, rng: jax.Array) -> Params:
     raise NotImplementedError
 

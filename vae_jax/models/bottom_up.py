@@ -75,6 +75,10 @@ class BottomUp(LatentVariableModel):
     return self.num_layers == 1 and self._top_closed_form
 
   @property
+  def gaussian_posteriors(self) -> bool:
+    return not self.flow_steps
+
+  @property
   def _top_closed_form(self) -> bool:
     return self.flow_steps == 0 and self.prior.closed_form_kl
 

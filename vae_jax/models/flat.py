@@ -39,6 +39,10 @@ class Flat(LatentVariableModel):
     return self.flow is None and self.prior.closed_form_kl
 
   @property
+  def gaussian_posteriors(self) -> bool:
+    return self.flow is None
+
+  @property
   def local_posterior(self) -> bool:  # the gap split: a Gaussian q and N(0, I)
     return self.analytic_kl
 

@@ -102,6 +102,10 @@ class TopDown(LatentVariableModel):
     return self.flow_steps == 0 and self.prior.closed_form_kl
 
   @property
+  def gaussian_posteriors(self) -> bool:
+    return not self.flow_steps
+
+  @property
   def floats_per_draw(self) -> int:
     # The full-resolution state, its residual branch, the output: ~4 live at once.
     return 4 * self.image_shape[0] * self.image_shape[1] * self.channels
