@@ -150,3 +150,20 @@ def test_the_script_writes_a_table_of_unrun_rows(tmp_path):
   assert "0 of" in out.stdout
   text = (tmp_path / "docs" / "results.md").read_text()
   assert text.count("not run: needs a GPU") >= 4 and "| 3 |" in text
+
+
+def test_the_iwae_two_layer_model_has_the_papers_layers():
+  """The paper's code (yburda/iwae experiments.py, layers=2): latent units
+  [100, 50], q's hidden units [[200, 200], [100, 100]], p's [[100, 100],
+  [200, 200]], each Gaussian layer's last dense emitting mean and scale."""
+  import jax
+
+  from vae_jax import data, models
+  c = cli.load_config_file(os.path.join(ROOT, "experiments", "iwae_two_layer.py:iwae,k=5"))
+  m = models.build(c.model, data.DataSpec((28, 28, 1), 2))
+  p = jax.eval_shape(m.init, jax.random.key(0))
+  dense = lambda t: [t[n]["kernel"].shape for n in ("hidden_0", "hidden_1", "output")]
+  assert dense(p["encoder"]["x"]) == [(784, 200), (200, 200), (200, 2 * 100)]
+  assert dense(p["encoder"]["up_0"]) == [(100, 100), (100, 100), (100, 2 * 50)]
+  assert dense(p["decoder"]["down_0"]) == [(50, 100), (100, 100), (100, 2 * 100)]
+  assert dense(p["decoder"]["x"]) == [(100, 200), (200, 200), (200, 784)]

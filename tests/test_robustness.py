@@ -140,12 +140,113 @@ def _guarded(make_update, *args, guarded=True, **kwargs):
   return make_update(*args, guarded=True, **kwargs)
 
 
-def test_nan_policy_stop_names_the_step(tmp_path, monkeypatch):
+def test_nan_policy_stop_names_the_step_and_skip_resumes_it(tmp_path, monkeypatch):
+  """The error names the step and the intact checkpoint; rerun with
+  nan_policy=skip, as it says, the same workdir resumes there and skips it."""
   _nan_at_step(monkeypatch, 24)
   with pytest.raises(UserError, match=r"became non-finite \(loss nan\) at step 25; the "
-                                      r"checkpoint of step 20 is intact"):
-    train.train_and_evaluate(_small(40), str(tmp_path))
-  assert os.listdir(tmp_path / "checkpoints") == ["20"]
+                                      r"checkpoint of step 20 is intact; rerun with "
+                                      r"--config.train.nan_policy=skip"):
+    train.train_and_evaluate(_small(40), str(tmp_path / "a"))
+  assert os.listdir(tmp_path / "a" / "checkpoints") == ["20"]
+  c = _small(40)
+  c.train.nan_policy = "skip"
+  train.train_and_evaluate(c, str(tmp_path / "a"))
+  assert [r["skipped_steps"] for r in runs.load_run(str(tmp_path / "a")).metrics] == [0, 0, 1, 0]
+  _nan_at_step(monkeypatch, 1)
+  with pytest.raises(UserError, match=r"at step 2; no checkpoint was written yet"):
+    train.train_and_evaluate(_small(40), str(tmp_path / "b"))
+
+
+def test_rows_cover_every_step_since_the_last_row_also_across_a_stop(tmp_path, monkeypatch):
+  """Checkpoints every 15 steps, rows every 10: the row at step 20 is the mean
+  of steps 11-20, the per-step rows' mean, though step 15's boundary drained
+  them. Stopped at step 15 (as by SIGTERM) and resumed, the rows and the
+  parameters are bitwise those of the uninterrupted run."""
+  def config(log_every=10):
+    c = _small(40)
+    c.train.steps_per_dispatch, c.train.checkpoint_every_steps = 5, 15
+    c.train.log_every_steps = log_every
+    return c
+
+  train.train_and_evaluate(config(), str(tmp_path / "whole"))
+  train.train_and_evaluate(config(log_every=1), str(tmp_path / "per_step"))
+  whole = runs.load_run(str(tmp_path / "whole"), "latest")
+  per_step = {r["step"]: r["loss"] for r in runs.load_run(str(tmp_path / "per_step")).metrics}
+  row = {r["step"]: r for r in whole.metrics}
+  np.testing.assert_allclose(row[20]["loss"], np.mean([per_step[s] for s in range(11, 21)]),
+                             rtol=1e-5)
+
+  class StopAt15(train.StopOnSignal):
+    reads = 0
+
+    @property
+    def received(self):  # the loop reads it once per dispatch: the third ends at step 15
+      StopAt15.reads += 1
+      return signal.SIGTERM if StopAt15.reads == 3 else None
+
+    @received.setter
+    def received(self, value):
+      pass
+
+  with monkeypatch.context() as m:
+    m.setattr(train, "StopOnSignal", StopAt15)
+    with pytest.raises(train.Interrupted, match="at step 15"):
+      train.train_and_evaluate(config(), str(tmp_path / "stopped"))
+  train.train_and_evaluate(config(), str(tmp_path / "stopped"))
+  resumed = runs.load_run(str(tmp_path / "stopped"), "latest")
+  assert [(r["step"], r["loss"]) for r in resumed.metrics] == [
+      (r["step"], r["loss"]) for r in whole.metrics]
+  assert _equal(resumed.params, whole.params)
+
+
+def test_a_kill_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+  """keep_checkpoints=1, the process dies after step 40's files but before its
+  manifest: step 20 is still there and intact, so the rerun resumes from it."""
+  from vae_jax import checkpoints
+  real = checkpoints.writers.atomic_write_text
+
+  def dies_at_40(path, text):
+    if path.endswith(os.path.join("checkpoints", "40", checkpoints.MANIFEST)):
+      raise KeyboardInterrupt  # as a kill would: nothing after this runs
+    real(path, text)
+
+  c = _small(40)
+  c.train.keep_checkpoints = 1
+  with monkeypatch.context() as m:
+    m.setattr(checkpoints.writers, "atomic_write_text", dies_at_40)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(c, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "40"]
+  assert checkpoints.newest_intact(str(tmp_path / "checkpoints")) == 20
+  with pytest.warns(UserWarning, match="skipping checkpoint .*/40"):
+    result = train.train_and_evaluate(c, str(tmp_path))
+  assert result["step"] in (20, 40)
+  assert os.listdir(tmp_path / "checkpoints") == ["40"]
+
+
+def test_a_lost_best_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
+  """eval.json gone and best/ damaged: the final evaluation warns and uses the
+  newest intact training checkpoint instead of failing."""
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(40), workdir)
+  os.remove(os.path.join(workdir, "eval.json"))
+  best = os.listdir(os.path.join(workdir, "best"))[0]
+  _flip_a_byte(os.path.join(workdir, "best", best))
+  with pytest.warns(UserWarning, match="no usable best checkpoint .* evaluating the newest "
+                                       "intact one, .*/checkpoints/40"):
+    result = train.train_and_evaluate(_small(40), workdir)
+  assert result["step"] == 40 and np.isfinite(result["test"]["nll"]["value"])
+
+
+def test_rerunning_a_finished_run_leaves_its_record_alone(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(20), workdir)
+  before = open(os.path.join(workdir, "config.json")).read()
+  c = _small(10)
+  c.eval.num_importance_samples = 7
+  train.train_and_evaluate(c, workdir)  # "already finished": nothing to do
+  assert open(os.path.join(workdir, "config.json")).read() == before
 
 
 # --------------------------------------------- signals and kill -9 (CLI runs)
@@ -227,6 +328,8 @@ BAD_INPUTS = [
     ("missing backend", {"backend": "tpu"}, "JAX finds only cpu"),
     ("batch larger than the data", {"train.batch_size": 5000}, "exceeds the 1297"),
     ("validation eats the data", {"data.validation_size": 1497}, "leaves no training data"),
+    ("test split eats the data", {"data.test_size": 1797},
+     "data.test_size=1797 leaves no training data"),
     ("npz of the wrong shape", {"data.name": "npz", "npz": {"image": np.zeros((9, 4))}},
      "expected (N, H, W)"),
     ("npz of the wrong dtype", {"data.name": "npz",
@@ -259,3 +362,23 @@ def test_bad_input_table(tmp_path, name, overrides, message):
     train.train_and_evaluate(c, str(tmp_path / "run"))
   assert "\n" not in str(e.value)
   assert not os.path.exists(tmp_path / "run" / "checkpoints")  # failed before training
+
+
+def test_tensorboard_keeps_the_resume_steps_row(tmp_path):
+  """A run extended from step 20 to 40: TensorBoard's restart marker drops the
+  old events after step 20, not the row at 20 itself (metrics.jsonl keeps it)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_small(20), workdir)
+  train.train_and_evaluate(_small(40), workdir)
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  acc.Reload()
+  assert [e.step for e in acc.Scalars("loss")] == [10, 20, 30, 40]
+  assert [r["step"] for r in runs.load_run(workdir).metrics] == [10, 20, 30, 40]
+
+
+def test_a_folder_where_a_file_belongs_names_the_clash_not_the_disk(tmp_path):
+  os.makedirs(tmp_path / "metrics.jsonl")
+  with pytest.raises(UserError, match=r"metrics\.jsonl' \(Is a directory\); .*remove or rename "
+                                      r"what is in the way there or choose another --workdir"):
+    train.train_and_evaluate(_small(20), str(tmp_path))

@@ -248,6 +248,21 @@ def test_results_table_from_fake_finished_runs(tmp_path):
   assert os.path.getsize(png) > 1000
 
 
+def test_results_md_shows_small_swept_values_as_they_are(tmp_path):
+  """Learning rates 1e-4 and 3e-4 are two rows, not two rows of 0.000."""
+  spec = _sweep_file(tmp_path, 'product(sweep("optimizer.learning_rate", [1e-4, 3e-4]), '
+                     'sweep("seed", [0, 1]))')
+  s, work = sweeps.Sweep(spec), tmp_path / "w"
+  for name in s.names:
+    _fake_member(work, name, -100.0, 95.0, rate=5.0)
+  _, md_path = results.write_tables(s, str(work))
+  with open(md_path) as f:
+    rows = [line for line in f.read().splitlines() if line.startswith("| ")]
+  per_member = [r.split(" | ")[1] for r in rows if r.startswith("| learning_rate=")]
+  assert per_member == ["0.0001", "0.0001", "0.0003", "0.0003"]
+  assert [r.split(" | ")[0] for r in rows if r.startswith("| 0.000")] == ["| 0.0001", "| 0.0003"]
+
+
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_forms_expand_and_validate(name):
   for form in ("small", "full"):

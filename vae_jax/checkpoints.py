@@ -125,7 +125,9 @@ class Checkpoints:
     self._manager = self._new_manager()
 
   def _new_manager(self):
-    options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
+    # Orbax would delete the oldest step before the new one's manifest exists:
+    # `save` prunes itself, once the new step is whole.
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
                                            enable_async_checkpointing=False)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -147,6 +149,9 @@ class Checkpoints:
       writers.atomic_write_text(os.path.join(step_dir, MANIFEST),
                                 json.dumps(_digests(step_dir)))
     backend.barrier(f"manifest {self.directory} {step}")
+    for old in self.steps()[:-self._max_to_keep]:  # a kill before here keeps them all
+      with writers.writing(os.path.join(self.directory, str(old))):
+        self._manager.delete(old)
 
   def _check_room(self, step_dir: str, state: Any) -> None:
     """Refuses a save the disk has no room for, before orbax starts it: a save

@@ -176,4 +176,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     except Interrupted as e:  # preemption: a checkpoint is written; exit as the signal asks
       print(str(e), file=sys.stderr)
       sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (e.g. the test evaluation)
+      print("interrupted: every checkpoint and result written so far is intact; run the "
+            "same command to go on", file=sys.stderr)
+      sys.exit(130)
   app.run(wrapped, flags_parser=_parse)

@@ -156,9 +156,12 @@ def small_form(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
 # Fields a resumed run may change without changing what it computes
 # (sweep_index only locates a member, whose overrides are in the config: a
 # member started by scripts/train.py --config.sweep_index=i resumes in a
-# vectorised group, which leaves it unset, and the other way round).
+# vectorised group, which leaves it unset, and the other way round; a run
+# stopped by a non-finite step resumes with nan_policy=skip from a checkpoint
+# no skipped step precedes, and every row counts the steps it skipped).
 SAFE_TO_CHANGE = ("train.num_epochs", "train.num_steps", "train.progress_bar",
-                  "train.keep_checkpoints", "eval.", "reference.", "sweep_index")
+                  "train.keep_checkpoints", "train.nan_policy", "eval.", "reference.",
+                  "sweep_index")
 
 _CHOICES = {
     "backend": ("cpu", "gpu", "tpu"),

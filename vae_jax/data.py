@@ -71,8 +71,10 @@ class _Source:
   sharded: bool = False  # `train` is already this process's share (see `load`)
 
 
-def _split_off(images, labels, n, rng_seed=None):
+def _split_off(images, labels, n, rng_seed=None, field="data.test_size"):
   """(rest, rest_labels, held, held_labels): the last n, after a fixed shuffle if seeded."""
+  if n >= len(images):
+    raise UserError(f"{field}={n} leaves no training data ({len(images)} examples); lower it")
   order = np.arange(len(images))
   if rng_seed is not None:
     order = np.random.default_rng(rng_seed).permutation(len(images))
@@ -372,8 +374,8 @@ def load(c: ml_collections.ConfigDict, likelihood: str, shard: tuple[int, int] =
   _check_data_fits_likelihood(levels, c, likelihood)
   train, train_labels = src.train, src.train_labels
   if src.validation is None:
-    _check_validation_size(c, len(train))
-    train, train_labels, val, val_labels = _split_off(train, train_labels, c.validation_size)
+    train, train_labels, val, val_labels = _split_off(train, train_labels, c.validation_size,
+                                                   field="data.validation_size")
   else:
     val, val_labels = src.validation, src.validation_labels
   index, count = shard

@@ -366,7 +366,7 @@ class RunFiles:
     self.eval_path = os.path.join(workdir, runs.EVAL_FILE)
     self.result = runs.read_eval(self.eval_path)
     self.finished = self.start >= total_steps and self.result is not None
-    if self.lead:
+    if self.lead and not self.finished:  # a finished run's record stays as it was
       if self.result is None and os.path.exists(self.eval_path):
         writers.set_aside(self.eval_path)  # damaged: kept, and the evaluation runs again
       writers.atomic_write_text(os.path.join(workdir, runs.CONFIG_FILE),
@@ -390,16 +390,20 @@ class RunFiles:
       self.writer = writers.MetricWriter(self.workdir, resume_step=self.start)
 
   def check_finite(self, host: dict[str, np.ndarray], step: int) -> dict[str, float]:
-    """The logged row of the steps in `host`, after the NaN policy: with 'stop'
-    a non-finite step ends the run naming it (the latest checkpoint is intact)."""
+    """The logged row of the steps in `host` (those since the last row: see
+    `with_unlogged`), after the NaN policy: with 'stop' a non-finite step ends
+    the run naming it (the latest checkpoint is intact)."""
     bad = np.flatnonzero(host["skipped"])
     if bad.size and self.config.train.nan_policy == "stop":
       first_bad = step - len(host["loss"]) + int(bad[0]) + 1
+      kept = self.latest.latest_step()
       raise UserError(f"the loss or its gradient became non-finite (loss "
-                      f"{host['loss'][bad[0]]}) at step {first_bad}; the checkpoint of step "
-                      f"{self.latest.latest_step() or 0} is intact; lower "
-                      "optimizer.learning_rate, set optimizer.grad_clip_norm, or "
-                      "--config.train.nan_policy=skip")
+                      f"{host['loss'][bad[0]]}) at step {first_bad}; "
+                      + (f"the checkpoint of step {kept} is intact" if kept is not None
+                         else "no checkpoint was written yet")
+                      + "; rerun with --config.train.nan_policy=skip to skip such steps, or "
+                      "lower optimizer.learning_rate or set optimizer.grad_clip_norm in a new "
+                      "--workdir")
     good = host["skipped"] == 0
     row = {k: float(np.mean(v[good])) if good.any() else float("nan")
            for k, v in host.items() if k != "skipped"}
@@ -425,6 +429,22 @@ class RunFiles:
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
 
+  def with_unlogged(self, host: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`host` after the metrics of the steps since the last row that no row has
+    shown yet (a checkpoint-only boundary's; kept in the checkpoint's metadata,
+    so a resumed run's next row covers the same steps)."""
+    kept = self.meta.get("unlogged")
+    if not kept:
+      return host
+    return {k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()}
+
+  def hold_unlogged(self, host: dict[str, np.ndarray] | None) -> None:
+    """Keeps `host` (these steps had no row) for the next row; None: a row has them."""
+    if host is None:
+      self.meta.pop("unlogged", None)
+    else:
+      self.meta["unlogged"] = {k: np.asarray(v).tolist() for k, v in host.items()}
+
   def save_latest(self, step: int, state: TrainState) -> None:
     self.latest.save(step, state, dict(self.meta, environment=self.env))
 
@@ -433,8 +453,18 @@ class RunFiles:
     eval.json; returns its contents. `estimator`: a compiled one to share
     (`evaluation.make_estimator` with eval.num_importance_samples)."""
     config, model, data = self.config, self.model, self.data
-    best_step = self.best.latest_step()
-    best_state, _ = self.best.restore(best_step, like=like)
+    best_step, _ = self.best.newest_good_step()
+    if best_step is not None:
+      best_state, _ = self.best.restore(best_step, like=like, verify=False)
+    else:  # lost or damaged: the newest intact training checkpoint stands in
+      best_step, _ = self.latest.newest_good_step(warn=False)
+      if best_step is None:
+        raise UserError(f"no usable checkpoint in {self.best.directory} or "
+                        f"{self.latest.directory} to evaluate; train again in a new --workdir")
+      warnings.warn(f"no usable best checkpoint in {self.best.directory}: evaluating the "
+                    f"newest intact one, {self.latest.directory}/{best_step}, instead",
+                    stacklevel=2)
+      best_state, _ = self.latest.restore(best_step, like=like, verify=False)
     eval_start = time.time()
     n = config.eval.test_examples  # None: all of them
     test_images = data.test[:n]
@@ -627,7 +657,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               lambda s, a, b: guarded_update(s, train_images, indices_for(a, b)),
               anchor, anchor_step, step, t, total_steps)
           host = drain(pending)
+        host = run.with_unlogged(host)
         row = run.check_finite(host, step)
+        run.hold_unlogged(None if is_log or is_eval else host)
         row["num_devices"] = num_devices
         if first_step is not None and (is_log or is_eval):  # the first row written
           row["time_to_first_step"], first_step = first_step, None

@@ -202,11 +202,13 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for j, i in enumerate(live):
         f = files[i]
+        mine = f.with_unlogged({name: v[j] for name, v in host.items()})
         try:
-          row = f.check_finite({name: v[j] for name, v in host.items()}, step)
+          row = f.check_finite(mine, step)
         except UserError as e:  # this member's run ends here; its checkpoints are intact
           failed[i] = e
           continue
+        f.hold_unlogged(None if is_log or is_eval else mine)
         # Each member's own examples/s and training seconds: all advance in the
         # same wall time.
         row.update(num_devices=1, vectorized_members=len(live), examples_per_sec=rate,

@@ -151,9 +151,9 @@ class MetricWriter:
       self._tb_file = open(self.tb_path, "wb")
     self._tb = RecordWriter(self._tb_file)
     self._add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-    if resume_step:
+    if resume_step:  # TensorBoard drops the events at and after the marker's step
       self._add_event(event_pb2.Event(
-          wall_time=time.time(), step=resume_step,
+          wall_time=time.time(), step=resume_step + 1,
           session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
   def _add_event(self, event) -> None:
