@@ -4,7 +4,8 @@
   mixture    Σ_k π_k N(μ_k, σ_k²): K learned components (means, log-variances, logits)
   vampprior  (1/K) Σ_k q(z | u_k): the posterior at K learned pseudo-inputs u_k
              (Tomczak & Welling 2018); with an IAF posterior, the components are
-             its base Gaussians q_0(z | u_k) (a flow's density is not a Gaussian)
+             Gaussians, not the flow's density: the base q_0(z | u_k)'s variances
+             at the flow's image of its mean (the group's `posterior_summary`)
 
 The learned parts live in params["decoder"]["prior"]: they belong to the
 generative model (the gradient-noise instrument counts them there). The

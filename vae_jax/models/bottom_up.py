@@ -148,7 +148,7 @@ class BottomUp(LatentVariableModel):
 
   def draws(self, params, x, rng, num_samples, stop_grad_q=False):
     keys = jax.random.split(rng, self.num_layers)
-    zs, qs, log_qz = [], [], {}
+    zs, qs, epss, log_qz = [], [], [], {}
     for i in range(self.num_layers):
       q, context = self._q_context(params, i, x if i == 0 else zs[-1])
       shape = ((num_samples,) if i == 0 else ()) + q.mean.shape
@@ -157,12 +157,14 @@ class BottomUp(LatentVariableModel):
           q, eps, self.flow(i), params["encoder"].get(f"flow_{i}"), context)
       zs.append(z)
       qs.append(q)
+      epss.append(eps)
     if stop_grad_q:  # log q(z_i | z_{i-1}) at the live draws, q's parameters stopped
       stopped = jax.lax.stop_gradient(params)
       for i in range(self.num_layers):
         q, context = self._q_context(stopped, i, x if i == 0 else zs[i - 1])
         log_qz[group_name(i)] = flows.log_prob(q, zs[i], self.flow(i),
-                                               stopped["encoder"].get(f"flow_{i}"), context)
+                                               stopped["encoder"].get(f"flow_{i}"), context,
+                                               eps=epss[i])
     log_pz, kl = {}, {}
     for i in range(self.num_layers):
       g = group_name(i)

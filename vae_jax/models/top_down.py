@@ -218,10 +218,11 @@ class TopDown(LatentVariableModel):
     out = {"z": {}, "log_pz": {}, "log_qz": {}, "kl": {}}
     keys = dict(zip(self.groups, jax.random.split(rng, len(self.groups))))
     top = next(iter(self.groups))
+    epss = {}
 
     def choose(g, s, prior, h):
       q, context = self._posterior(params, g, prior, h, feats[s])
-      eps = jax.random.normal(keys[g], q.mean.shape)
+      eps = epss[g] = jax.random.normal(keys[g], q.mean.shape)
       z, out["log_qz"][g] = flows.sample_and_log_prob(
           q, eps, self.flow(), params["encoder"].get(f"flow_{g}"), context, event_ndim=3)
       out["z"][g] = z
@@ -243,7 +244,8 @@ class TopDown(LatentVariableModel):
       def density(g, s, prior, h):
         q, context = self._posterior(stopped, g, prior, h, stopped_feats[s])
         out["log_qz"][g] = flows.log_prob(q, out["z"][g], self.flow(),
-                                          stopped["encoder"].get(f"flow_{g}"), context, 3)
+                                          stopped["encoder"].get(f"flow_{g}"), context, 3,
+                                          eps=epss[g])
         return out["z"][g]
 
       self._top_down(stopped, (num_samples,), density)
