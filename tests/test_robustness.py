@@ -26,9 +26,10 @@ def _equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _small(num_steps):
+def _small(num_steps, figures=False):  # figures: tested in test_train
   c = experiment("digits")
   c.train.num_steps = num_steps
+  c.eval.figures = figures
   return c
 
 

@@ -168,7 +168,7 @@ def test_vectorised_group_joins_members_left_at_different_steps(tmp_path):
   its uninterrupted separate run ends, with its training time recorded."""
   spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1, "objective.beta": 2.0}]',
                      'sweeps.apply(sweeps.experiment("digits", "small"), '
-                     '{"train.keep_checkpoints": 1})')
+                     '{"train.keep_checkpoints": 1, "eval.figures": False})')
   s, work = sweeps.Sweep(spec), str(tmp_path / "v")
   for i, steps in ((0, 10), (1, 30)):
     c = sweeps.apply(s.configs[i], {"train.num_steps": steps})
@@ -195,7 +195,8 @@ def test_a_diverging_vectorised_member_fails_alone(tmp_path):
   """Learning rates 3e-3 and 1e30 under nan_policy=stop: the second member
   fails with its separate run's error, the first trains on and finishes with
   its separate run's numbers; the process reports the one failure."""
-  spec = _sweep_file(tmp_path, 'sweep("optimizer.learning_rate", [3e-3, 1e30])')
+  spec = _sweep_file(tmp_path, 'sweep("optimizer.learning_rate", [3e-3, 1e30])',
+                     'sweeps.apply(sweeps.experiment("digits", "small"), {"eval.figures": False})')
   s, work = sweeps.Sweep(spec), str(tmp_path / "v")
   with pytest.raises(launch.MembersFailed, match=r"1 of the 2 members .*\(learning_rate=1e\+30\)"):
     launch.run_group(s, [0, 1], work)
