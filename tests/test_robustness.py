@@ -160,14 +160,18 @@ def test_nan_policy_stop_names_the_step_and_skip_resumes_it(tmp_path, monkeypatc
 
 
 def test_rows_cover_every_step_since_the_last_row_also_across_a_stop(tmp_path, monkeypatch):
-  """Checkpoints every 15 steps, rows every 10: the row at step 20 is the mean
-  of steps 11-20, the per-step rows' mean, though step 15's boundary drained
-  them. Stopped at step 15 (as by SIGTERM) and resumed, the rows and the
-  parameters are bitwise those of the uninterrupted run."""
-  def config(log_every=10):
+  """Checkpoints every 15 steps, rows every 10, a NaN loss at step 12 skipped:
+  the row at step 20 is the mean of steps 11-20 less the skipped one (the
+  per-step rows' mean) and counts the skip, though step 15's boundary drained
+  them. Stopped at step 15 (as by SIGTERM) and resumed, under nan_policy=stop
+  now (the skip came before the checkpoint), the rows and the parameters are
+  bitwise those of the uninterrupted run."""
+  _nan_at_step(monkeypatch, 11)
+
+  def config(log_every=10, nan_policy="skip"):
     c = _small(40)
     c.train.steps_per_dispatch, c.train.checkpoint_every_steps = 5, 15
-    c.train.log_every_steps = log_every
+    c.train.log_every_steps, c.train.nan_policy = log_every, nan_policy
     return c
 
   train.train_and_evaluate(config(), str(tmp_path / "whole"))
@@ -175,8 +179,10 @@ def test_rows_cover_every_step_since_the_last_row_also_across_a_stop(tmp_path, m
   whole = runs.load_run(str(tmp_path / "whole"), "latest")
   per_step = {r["step"]: r["loss"] for r in runs.load_run(str(tmp_path / "per_step")).metrics}
   row = {r["step"]: r for r in whole.metrics}
-  np.testing.assert_allclose(row[20]["loss"], np.mean([per_step[s] for s in range(11, 21)]),
-                             rtol=1e-5)
+  assert per_step[12] == "nan"  # the skipped step's row has no loss
+  np.testing.assert_allclose(row[20]["loss"], np.mean([per_step[s] for s in range(11, 21)
+                                                       if s != 12]), rtol=1e-5)
+  assert [r["skipped_steps"] for r in whole.metrics] == [0, 1, 0, 0]
 
   class StopAt15(train.StopOnSignal):
     reads = 0
@@ -194,10 +200,10 @@ def test_rows_cover_every_step_since_the_last_row_also_across_a_stop(tmp_path, m
     m.setattr(train, "StopOnSignal", StopAt15)
     with pytest.raises(train.Interrupted, match="at step 15"):
       train.train_and_evaluate(config(), str(tmp_path / "stopped"))
-  train.train_and_evaluate(config(), str(tmp_path / "stopped"))
+  train.train_and_evaluate(config(nan_policy="stop"), str(tmp_path / "stopped"))
   resumed = runs.load_run(str(tmp_path / "stopped"), "latest")
-  assert [(r["step"], r["loss"]) for r in resumed.metrics] == [
-      (r["step"], r["loss"]) for r in whole.metrics]
+  assert [(r["step"], r["loss"], r["skipped_steps"]) for r in resumed.metrics] == [
+      (r["step"], r["loss"], r["skipped_steps"]) for r in whole.metrics]
   assert _equal(resumed.params, whole.params)
 
 
@@ -238,6 +244,7 @@ def test_a_lost_best_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
                                        "intact one, .*/checkpoints/40"):
     result = train.train_and_evaluate(_small(40), workdir)
   assert result["step"] == 40 and np.isfinite(result["test"]["nll"]["value"])
+  assert result["checkpoint"] == "latest (best/ unusable)"
 
 
 def test_rerunning_a_finished_run_leaves_its_record_alone(tmp_path):

@@ -191,6 +191,20 @@ def test_vectorised_group_joins_members_left_at_different_steps(tmp_path):
   assert launch.statuses(s, work) == {n: "finished" for n in s.names}
 
 
+def test_a_member_saved_past_a_shortened_run_counts_as_at_its_end(tmp_path):
+  """num_steps may shrink on a resume: member 0 saved at step 20, member 1 at
+  10, the group now 10 steps long: nothing trains, both are evaluated."""
+  spec = _sweep_file(tmp_path, '[{"seed": 0}, {"seed": 1}]',
+                     'sweeps.apply(sweeps.experiment("digits", "small"), '
+                     '{"train.num_steps": 10, "eval.figures": False})')
+  s, work = sweeps.Sweep(spec), str(tmp_path / "v")
+  launch.run_member(s, 0, work, sweeps.apply(s.configs[0], {"train.num_steps": 20}))
+  launch.run_member(s, 1, work)
+  for r in launch.run_group(s, [0, 1], work):
+    assert np.isfinite(r["test"]["nll"]["value"])
+  assert [r["step"] for r in runs.load_run(str(tmp_path / "v" / s.names[0])).metrics] == [10, 20]
+
+
 def test_a_diverging_vectorised_member_fails_alone(tmp_path):
   """Learning rates 3e-3 and 1e30 under nan_policy=stop: the second member
   fails with its separate run's error, the first trains on and finishes with

@@ -562,3 +562,13 @@ def test_time_to_first_step_is_in_the_first_row_written(tmp_path):
   assert [r["step"] for r in rows] == [20, 40]
   assert 0 < rows[0]["time_to_first_step"] < time.time() - start
   assert "time_to_first_step" not in rows[1]
+
+
+def test_a_replay_stops_where_it_was_asked_to():
+  """A stretch replayed from step 20 to a join at 25 (a member's step from a
+  shorter run) ends at 25, though the next natural boundary is 30."""
+  import ml_collections
+  t = ml_collections.ConfigDict(dict(steps_per_dispatch=10, log_every_steps=10,
+                                     eval_every_steps=20, checkpoint_every_steps=20))
+  state, metrics = train.replay(lambda s, a, b: (s + (b - a), (a, b)), 0, 20, 25, t, 40)
+  assert state == 5 and metrics == [(20, 25)]

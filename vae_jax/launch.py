@@ -20,7 +20,7 @@ from typing import Any
 import tqdm
 
 from vae_jax import locks, runs, writers
-from vae_jax.errors import UserError, WriteError
+from vae_jax.errors import Interrupted, UserError, WriteError
 from vae_jax.sweeps import Sweep
 
 STATUS_FILE = "status.json"
@@ -97,12 +97,10 @@ def _recorded(sweep: Sweep, indices: list[int], workdir: str):
       yield [record for _, record in records]
     except BaseException as e:
       failed = True
-      for _, record in records:
-        if isinstance(e, MembersFailed):  # the group's others finished
-          if record["status"] == "running":
-            record.update(status="finished")
-        else:
-          record.update(status="failed", error=_error_line(e))
+      for _, record in records:  # a member that failed on its own keeps its error
+        if record["status"] == "running":
+          record.update(status="finished" if isinstance(e, MembersFailed) else "failed",
+                        error=None if isinstance(e, MembersFailed) else _error_line(e))
       raise
     else:
       for _, record in records:
@@ -132,17 +130,23 @@ def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
   vmapped program (vae_jax.vectorized); statuses as `run_member`."""
   from vae_jax import vectorized  # Deferred: JAX.
   with _recorded(sweep, indices, workdir) as records:
-    results = vectorized.train_members([sweep.configs[i] for i in indices],
-                                       [member_dir(workdir, sweep, i) for i in indices])
+    try:
+      results = vectorized.train_members([sweep.configs[i] for i in indices],
+                                         [member_dir(workdir, sweep, i) for i in indices])
+    except Interrupted as e:  # members that diverged before the signal failed on their own
+      for j, error in e.failed.items():
+        records[j].update(status="failed", error=_error_line(error))
+      raise
     failed = [(i, r) for i, r in zip(indices, results) if isinstance(r, Exception)]
     for record, r in zip(records, results):
       if isinstance(r, Exception):
         record.update(status="failed", error=_error_line(r))
     if failed:
       i, first = failed[0]
+      others = "the others finished" if len(failed) < len(indices) else "none finished"
       raise MembersFailed(f"{len(failed)} of the {len(indices)} members trained together "
-                          f"failed ({', '.join(sweep.names[j] for j, _ in failed)}), the "
-                          f"others finished; {sweep.names[i]}: {first}")
+                          f"failed ({', '.join(sweep.names[j] for j, _ in failed)}), {others}; "
+                          f"{sweep.names[i]}: {first}")
     return results
 
 

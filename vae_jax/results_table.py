@@ -127,7 +127,9 @@ def gather_row(row: Row, runs_dir: str, backend: str = "cpu") -> dict[str, Any]:
       status="finished", dataset=_dataset(c, record),
       test_protocol=(f"importance sampling, k={t.get('num_importance_samples')}, "
                      f"{t['num_examples']:,} test images, checkpoint of step "
-                     f"{evaluation['step']:,} (best validation ELBO)"),
+                     f"{evaluation['step']:,} "
+                     + ("(best validation ELBO)" if evaluation.get("checkpoint", "best") == "best"
+                        else f"({evaluation['checkpoint']})")),
       nll=_number(nll.get("value"), 3), nll_se=_number(nll.get("se"), 3),
       nll_mc_err=_number(nll.get("mc_err"), 4), elbo=_number(t["elbo"]["value"], 3),
       bits_per_dim=_number(nll.get("bits_per_dim"), 4),
@@ -213,8 +215,8 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
   lines += ["| # | experiment | test NLL (nats) | k, test images | bits/dim | published | Δ | "
             "train min | epochs | hardware | status |", "|" + "---|" * 11]
   for r in table:
-    nll = (f"{r['nll']:.2f} ± {r['nll_se']:.2f} [{r['nll_mc_err']:.3f}]" if r["nll"] != ""
-           else "")
+    mc = f" [{r['nll_mc_err']:.3f}]" if r["nll_mc_err"] not in ("", None) else ""
+    nll = f"{r['nll']:.2f} ± {r['nll_se']:.2f}{mc}" if r["nll"] != "" else ""
     published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
     status = r["status"] if r["status"] != "finished" else (
         "measured (kept)" if is_kept(r) else "measured")

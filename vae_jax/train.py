@@ -237,7 +237,7 @@ def replay(dispatch: Callable[[Any, int, int], tuple[Any, dict]], anchor: Any, b
   state at `end` and the dispatches' metrics."""
   state, metrics = anchor, []
   while begin < end:
-    boundary = next_boundary(begin, t, total)
+    boundary = min(next_boundary(begin, t, total), end)
     state, m = dispatch(state, begin, boundary)
     metrics.append(m)
     begin = boundary
@@ -389,16 +389,19 @@ class RunFiles:
     if self.lead:
       self.writer = writers.MetricWriter(self.workdir, resume_step=self.start)
 
-  def check_finite(self, host: dict[str, np.ndarray], step: int) -> dict[str, float]:
-    """The logged row of the steps in `host` (those since the last row: see
-    `with_unlogged`), after the NaN policy: with 'stop' a non-finite step ends
-    the run naming it (the latest checkpoint is intact)."""
+  def check_finite(self, host: dict[str, np.ndarray], step: int, carried: int = 0
+                   ) -> dict[str, float]:
+    """The logged row of the steps in `host` (those since the last row, the
+    first `carried` of them from before: see `with_unlogged`), after the NaN
+    policy: with 'stop' a non-finite step ends the run naming it (the latest
+    checkpoint is intact); a carried one was skipped under 'skip', before it."""
     bad = np.flatnonzero(host["skipped"])
-    if bad.size and self.config.train.nan_policy == "stop":
-      first_bad = step - len(host["loss"]) + int(bad[0]) + 1
+    new_bad = bad[bad >= carried]
+    if new_bad.size and self.config.train.nan_policy == "stop":
+      first_bad = step - len(host["loss"]) + int(new_bad[0]) + 1
       kept = self.latest.latest_step()
       raise UserError(f"the loss or its gradient became non-finite (loss "
-                      f"{host['loss'][bad[0]]}) at step {first_bad}; "
+                      f"{host['loss'][new_bad[0]]}) at step {first_bad}; "
                       + (f"the checkpoint of step {kept} is intact" if kept is not None
                          else "no checkpoint was written yet")
                       + "; rerun with --config.train.nan_policy=skip to skip such steps, or "
@@ -429,14 +432,15 @@ class RunFiles:
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
 
-  def with_unlogged(self, host: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`host` after the metrics of the steps since the last row that no row has
-    shown yet (a checkpoint-only boundary's; kept in the checkpoint's metadata,
-    so a resumed run's next row covers the same steps)."""
+  def with_unlogged(self, host: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """(`host` after the metrics of the steps since the last row that no row has
+    shown yet, how many those are): a checkpoint-only boundary's, kept in the
+    checkpoint's metadata, so a resumed run's next row covers the same steps."""
     kept = self.meta.get("unlogged")
     if not kept:
-      return host
-    return {k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()}
+      return host, 0
+    return ({k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()},
+            len(kept["loss"]))
 
   def hold_unlogged(self, host: dict[str, np.ndarray] | None) -> None:
     """Keeps `host` (these steps had no row) for the next row; None: a row has them."""
@@ -454,9 +458,11 @@ class RunFiles:
     (`evaluation.make_estimator` with eval.num_importance_samples)."""
     config, model, data = self.config, self.model, self.data
     best_step, _ = self.best.newest_good_step()
+    chosen = "best"
     if best_step is not None:
       best_state, _ = self.best.restore(best_step, like=like, verify=False)
     else:  # lost or damaged: the newest intact training checkpoint stands in
+      chosen = "latest (best/ unusable)"
       best_step, _ = self.latest.newest_good_step(warn=False)
       if best_step is None:
         raise UserError(f"no usable checkpoint in {self.best.directory} or "
@@ -492,7 +498,7 @@ class RunFiles:
                          scale=1 if name in ("training_curves", "kl_per_dimension",
                                              "kl_per_group", "latent_scatter") else 4)
       self.writer.write_images(self.total_steps, figures)
-    result = {"split": "test", "checkpoint": "best", "step": int(best_step),
+    result = {"split": "test", "checkpoint": chosen, "step": int(best_step),
               "params": "raw" if config.train.ema_decay is None else "ema",
               "validation_elbo": self.meta["best_elbo"], "test": test,
               "train_seconds": self.meta.get("train_seconds"),
@@ -657,8 +663,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               lambda s, a, b: guarded_update(s, train_images, indices_for(a, b)),
               anchor, anchor_step, step, t, total_steps)
           host = drain(pending)
-        host = run.with_unlogged(host)
-        row = run.check_finite(host, step)
+        host, carried = run.with_unlogged(host)
+        row = run.check_finite(host, step, carried)
         run.hold_unlogged(None if is_log or is_eval else host)
         row["num_devices"] = num_devices
         if first_step is not None and (is_log or is_eval):  # the first row written

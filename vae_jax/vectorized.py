@@ -122,13 +122,17 @@ def _train(configs, workdirs, base) -> list[dict]:
     # Members at different steps (stopped apart, or some trained separately)
     # join as the group reaches each one's step: no member repeats a step, and
     # none needs a checkpoint it may no longer keep.
-    starts = sorted({f.start for f in files} | {total_steps})
+    # (A member saved past a shortened num_steps counts as at the end.)
+    starts = sorted({min(f.start, total_steps) for f in files} | {total_steps})
     for begin, until in zip(starts, starts[1:]):
       active = [i for i, f in enumerate(files) if f.start <= begin and i not in failed]
-      if active:
+      try:
         lost = _loop([files[i] for i in active], [configs[i] for i in active], data, model,
-                     objective, total_steps, begin, until)
-        failed.update({active[j]: e for j, e in lost.items()})
+                     objective, total_steps, begin, until) if active else {}
+      except Interrupted as e:  # the members that failed on their own say so
+        e.failed = {**failed, **{active[j]: err for j, err in e.failed.items()}}
+        raise
+      failed.update({active[j]: e for j, e in lost.items()})
       for i in active:
         files[i].start = until
     # One compiled test estimator for all members (params as an argument).
@@ -202,9 +206,9 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for j, i in enumerate(live):
         f = files[i]
-        mine = f.with_unlogged({name: v[j] for name, v in host.items()})
+        mine, carried = f.with_unlogged({name: v[j] for name, v in host.items()})
         try:
-          row = f.check_finite(mine, step)
+          row = f.check_finite(mine, step, carried)
         except UserError as e:  # this member's run ends here; its checkpoints are intact
           failed[i] = e
           continue
@@ -221,6 +225,13 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
         if is_ckpt:
           f.save_latest(step, state)
       last_log_step = step
+      if stop:
+        signum = signals.received or signal.SIGTERM
+        stopped = Interrupted(signum, f"stopped by signal {signum} at step {step}: "
+                              "checkpoints written for every member; run the same command "
+                              "to resume")
+        stopped.failed = dict(failed)
+        raise stopped
       if failed.keys() & set(live):
         keep = [j for j, i in enumerate(live) if i not in failed]
         live = [live[j] for j in keep]
@@ -228,10 +239,6 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
           break
         states = jax.tree.map(lambda a: a[np.asarray(keep)], states)
         keys, betas, rates = members_arrays()
-      if stop:
-        signum = signals.received or signal.SIGTERM
-        raise Interrupted(signum, f"stopped by signal {signum} at step {step}: checkpoints "
-                          "written for every member; run the same command to resume")
       anchor, anchor_step = jax.tree.map(jnp.copy, states), step
       last_log_time = time.time()
   finally:
