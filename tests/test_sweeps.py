@@ -205,13 +205,36 @@ def test_a_member_saved_past_a_shortened_run_counts_as_at_its_end(tmp_path):
   assert [r["step"] for r in runs.load_run(str(tmp_path / "v" / s.names[0])).metrics] == [10, 20]
 
 
-def test_a_diverging_vectorised_member_fails_alone(tmp_path):
+def test_a_diverging_vectorised_member_fails_alone(tmp_path, monkeypatch):
   """Learning rates 3e-3 and 1e30 under nan_policy=stop: the second member
-  fails with its separate run's error, the first trains on and finishes with
-  its separate run's numbers; the process reports the one failure."""
+  fails with its separate run's error, the first trains on; stopped by a
+  signal at step 30, each member's status says its own end, and the same
+  command resumes the first, which finishes with its separate run's numbers;
+  the process reports the one failure."""
+  from vae_jax import train
+
   spec = _sweep_file(tmp_path, 'sweep("optimizer.learning_rate", [3e-3, 1e30])',
                      'sweeps.apply(sweeps.experiment("digits", "small"), {"eval.figures": False})')
   s, work = sweeps.Sweep(spec), str(tmp_path / "v")
+
+  class StopAt30(train.StopOnSignal):
+    reads = 0
+
+    @property
+    def received(self):  # read once per dispatch of 10 steps: the third ends at step 30
+      StopAt30.reads += 1
+      return 15 if StopAt30.reads == 3 else None
+
+    @received.setter
+    def received(self, value):
+      pass
+
+  with monkeypatch.context() as m:
+    m.setattr(train, "StopOnSignal", StopAt30)
+    with pytest.raises(train.Interrupted, match="at step 30"):
+      launch.run_group(s, [0, 1], work)
+  good, bad = (launch.read_status(launch.member_dir(work, s, i)) for i in (0, 1))
+  assert "stopped by signal 15 at step 30" in good["error"] and "non-finite" in bad["error"]
   with pytest.raises(launch.MembersFailed, match=r"1 of the 2 members .*\(learning_rate=1e\+30\)"):
     launch.run_group(s, [0, 1], work)
   good, bad = (launch.read_status(launch.member_dir(work, s, i)) for i in (0, 1))
