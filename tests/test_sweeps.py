@@ -249,6 +249,27 @@ def test_a_diverging_vectorised_member_fails_alone(tmp_path, monkeypatch):
                              rtol=1e-5)
 
 
+def test_a_group_ended_by_another_error_keeps_a_diverged_members_own(tmp_path, monkeypatch):
+  """The healthy member's evaluation fails to write after the other diverged:
+  each status names its own error."""
+  from vae_jax import train
+  from vae_jax.errors import WriteError
+
+  spec = _sweep_file(tmp_path, 'sweep("optimizer.learning_rate", [3e-3, 1e30])',
+                     'sweeps.apply(sweeps.experiment("digits", "small"), '
+                     '{"eval.figures": False, "train.num_steps": 20})')
+  s, work = sweeps.Sweep(spec), str(tmp_path / "v")
+
+  def no_room(self, *args, **kwargs):
+    raise WriteError(self.eval_path, "No space left on device")
+
+  monkeypatch.setattr(train.RunFiles, "finish", no_room)
+  with pytest.raises(WriteError):
+    launch.run_group(s, [0, 1], work)
+  good, bad = (launch.read_status(launch.member_dir(work, s, i)) for i in (0, 1))
+  assert "No space left" in good["error"] and "non-finite" in bad["error"]
+
+
 def _fake_member(workdir, name, elbo, nll, rate, status="finished"):
   os.makedirs(workdir / name)
   if status == "finished":

@@ -353,9 +353,9 @@ def format_evaluation(result: dict) -> str:
                  f"pPCA maximum {lg['train_log_px_ppca_maximum']:.4f} (gap "
                  f"{lg['train_gap_to_ppca_maximum']:.4f}); test log p(x) exact "
                  f"{lg['test_log_px_exact']:.4f}, importance-sampled "
-                 f"{lg['test_log_px_importance_sampled']:.4f} "
+                 f"{lg['test_log_px_importance_sampled']:.4f}"
                  + ("" if lg["importance_sampled_mc_err"] is None else
-                    f"(± {lg['importance_sampled_mc_err']:.4f} Monte Carlo)"))
+                    f" (± {lg['importance_sampled_mc_err']:.4f} Monte Carlo)"))
   if "gaps" in test:
     g = test["gaps"]
     lines.append(f"  gap on {g['num_examples']} examples: log p(x) {g['log_px']:.3f} = ELBO "

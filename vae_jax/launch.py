@@ -20,7 +20,7 @@ from typing import Any
 import tqdm
 
 from vae_jax import locks, runs, writers
-from vae_jax.errors import Interrupted, UserError, WriteError
+from vae_jax.errors import UserError, WriteError
 from vae_jax.sweeps import Sweep
 
 STATUS_FILE = "status.json"
@@ -133,8 +133,8 @@ def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
     try:
       results = vectorized.train_members([sweep.configs[i] for i in indices],
                                          [member_dir(workdir, sweep, i) for i in indices])
-    except Interrupted as e:  # members that diverged before the signal failed on their own
-      for j, error in e.failed.items():
+    except BaseException as e:  # members that diverged before it failed on their own
+      for j, error in getattr(e, "failed", {}).items():
         records[j].update(status="failed", error=_error_line(error))
       raise
     failed = [(i, r) for i, r in zip(indices, results) if isinstance(r, Exception)]

@@ -216,7 +216,8 @@ def to_markdown(table: list[dict[str, Any]], runs_dir: str, intro: str = "") -> 
             "train min | epochs | hardware | status |", "|" + "---|" * 11]
   for r in table:
     mc = f" [{r['nll_mc_err']:.3f}]" if r["nll_mc_err"] not in ("", None) else ""
-    nll = f"{r['nll']:.2f} ± {r['nll_se']:.2f}{mc}" if r["nll"] != "" else ""
+    se = f" ± {r['nll_se']:.2f}" if r["nll_se"] not in ("", None) else ""  # none: 1 example
+    nll = f"{r['nll']:.2f}{se}{mc}" if r["nll"] != "" else ""
     published = r["reference_nll"] if r["reference_nll"] != "" else r["reference_bits_per_dim"]
     status = r["status"] if r["status"] != "finished" else (
         "measured (kept)" if is_kept(r) else "measured")

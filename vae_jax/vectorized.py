@@ -76,7 +76,9 @@ def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str])
   """Trains the members (one group: see `groups`) together, each in its workdir,
   resuming from their checkpoints; returns their eval.json contents, or for a
   member whose loss turned non-finite under nan_policy='stop' the UserError a
-  separate run of it would have raised (the others train on without it)."""
+  separate run of it would have raised (the others train on without it). An
+  error that ends the group carries those members' errors in `.failed`, by
+  position."""
   if len(groups(configs)) != 1:
     raise UserError("these members differ in more than "
                     f"{', '.join(VECTORIZABLE)}; train them separately")
@@ -99,6 +101,7 @@ def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str])
       error = train_lib.write_error(e, owner)
       if error is e:
         raise
+      error.failed = getattr(e, "failed", {})
       raise error from None
 
 
@@ -129,8 +132,8 @@ def _train(configs, workdirs, base) -> list[dict]:
       try:
         lost = _loop([files[i] for i in active], [configs[i] for i in active], data, model,
                      objective, total_steps, begin, until) if active else {}
-      except Interrupted as e:  # the members that failed on their own say so
-        e.failed = {**failed, **{active[j]: err for j, err in e.failed.items()}}
+      except Interrupted as e:
+        failed.update({active[j]: err for j, err in e.failed.items()})
         raise
       failed.update({active[j]: e for j, e in lost.items()})
       for i in active:
@@ -143,6 +146,9 @@ def _train(configs, workdirs, base) -> list[dict]:
     return [failed[i] if i in failed else
             f.finish(Objective.from_config(c.objective), like, None, estimator)
             for i, (f, c) in enumerate(zip(files, configs))]
+  except BaseException as e:  # whatever ends the group, members that failed on their own say so
+    e.failed = dict(failed)
+    raise
   finally:
     for f in files:
       f.close()
