@@ -69,6 +69,27 @@ def nan_gradient_at(params, step, bad_step):
   return jnp.where(w > -jnp.inf, 0.0, jnp.sqrt(u))
 
 
+def signal_at_dispatch(n: int, signum):
+  """A train.StopOnSignal whose signal `signum` arrives at the loop's n-th read
+  of it: the training loops read it once per dispatch, so at the end of the
+  n-th dispatch."""
+  from vae_jax import train
+
+  class SignalAt(train.StopOnSignal):
+    reads = 0
+
+    @property
+    def received(self):
+      SignalAt.reads += 1
+      return signum if SignalAt.reads == n else None
+
+    @received.setter
+    def received(self, value):
+      pass
+
+  return SignalAt
+
+
 def patch_nan_gradient_at(monkeypatch, bad_step):
   """Objective.loss with `nan_gradient_at(…, bad_step)` added, for every run."""
   from vae_jax.objectives import Objective

@@ -19,7 +19,7 @@ from vae_jax import runs, train
 from vae_jax.errors import UserError
 from vae_jax.objectives import Objective
 
-from conftest import ROOT, experiment, patch_nan_gradient_at
+from conftest import ROOT, experiment, patch_nan_gradient_at, signal_at_dispatch
 
 
 def _equal(a, b):
@@ -184,20 +184,8 @@ def test_rows_cover_every_step_since_the_last_row_also_across_a_stop(tmp_path, m
                                                        if s != 12]), rtol=1e-5)
   assert [r["skipped_steps"] for r in whole.metrics] == [0, 1, 0, 0]
 
-  class StopAt15(train.StopOnSignal):
-    reads = 0
-
-    @property
-    def received(self):  # the loop reads it once per dispatch: the third ends at step 15
-      StopAt15.reads += 1
-      return signal.SIGTERM if StopAt15.reads == 3 else None
-
-    @received.setter
-    def received(self, value):
-      pass
-
-  with monkeypatch.context() as m:
-    m.setattr(train, "StopOnSignal", StopAt15)
+  with monkeypatch.context() as m:  # the third dispatch of 5 steps ends at step 15
+    m.setattr(train, "StopOnSignal", signal_at_dispatch(3, signal.SIGTERM))
     with pytest.raises(train.Interrupted, match="at step 15"):
       train.train_and_evaluate(config(), str(tmp_path / "stopped"))
   train.train_and_evaluate(config(nan_policy="stop"), str(tmp_path / "stopped"))

@@ -14,7 +14,7 @@ from vae_jax import launch, results, runs, sweeps
 from vae_jax.errors import UserError
 from vae_jax.sweeps import product, sweep, zip_
 
-from conftest import ROOT, patch_nan_gradient_at
+from conftest import ROOT, patch_nan_gradient_at, signal_at_dispatch
 
 ABLATIONS = ("beta", "latent_size", "iwae_k", "warmup_free_bits", "kl_estimator", "estimator",
              "prior_posterior")
@@ -217,20 +217,8 @@ def test_a_diverging_vectorised_member_fails_alone(tmp_path, monkeypatch):
                      'sweeps.apply(sweeps.experiment("digits", "small"), {"eval.figures": False})')
   s, work = sweeps.Sweep(spec), str(tmp_path / "v")
 
-  class StopAt30(train.StopOnSignal):
-    reads = 0
-
-    @property
-    def received(self):  # read once per dispatch of 10 steps: the third ends at step 30
-      StopAt30.reads += 1
-      return 15 if StopAt30.reads == 3 else None
-
-    @received.setter
-    def received(self, value):
-      pass
-
-  with monkeypatch.context() as m:
-    m.setattr(train, "StopOnSignal", StopAt30)
+  with monkeypatch.context() as m:  # the third dispatch of 10 steps ends at step 30
+    m.setattr(train, "StopOnSignal", signal_at_dispatch(3, 15))
     with pytest.raises(train.Interrupted, match="at step 30"):
       launch.run_group(s, [0, 1], work)
   good, bad = (launch.read_status(launch.member_dir(work, s, i)) for i in (0, 1))

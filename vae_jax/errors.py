@@ -18,7 +18,6 @@ class Interrupted(Exception):
   def __init__(self, signum: int, message: str):
     super().__init__(message)
     self.signum = signum
-    self.failed: dict = {}  # a vectorised group's members that failed on their own, by position
 
 
 _PATH_CLASHES = tuple(os.strerror(e) for e in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST))

@@ -136,12 +136,12 @@ def _base_draw(flow: IAF, flow_params: dict, context: jax.Array, z: jax.Array,
   where each step's triangular solve is fine."""
   z0, fixed = jax.lax.stop_gradient(z0), jax.lax.stop_gradient(context)
   d = z.shape[-1]
-  inputs, a = [], z0  # each step's input, after the reversal
+  inputs, a = [], z0  # `forward`'s steps, keeping each one's input (after the reversal)
   for t in range(flow.steps):
     a = a[..., ::-1] if t else a
-    inputs.append(a)
-    a = flow.step(flow_params[f"step_{t}"], a, fixed)[0]
-  v = z - flow.forward(flow_params, z0, context)[0]  # 0 in value; carries dz - ∂f/∂c dc
+    inputs.append(jax.lax.stop_gradient(a))
+    a = flow.step(flow_params[f"step_{t}"], a, context)[0]
+  v = z - a  # 0 in value; carries dz - ∂f/∂c dc
   c = fixed.reshape(-1, fixed.shape[-1])
   for t in reversed(range(flow.steps)):
     step = lambda u, ctx, p=flow_params[f"step_{t}"]: flow.step(p, u, ctx)[0]

@@ -138,9 +138,8 @@ def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
         records[j].update(status="failed", error=_error_line(error))
       raise
     failed = [(i, r) for i, r in zip(indices, results) if isinstance(r, Exception)]
-    for record, r in zip(records, results):
-      if isinstance(r, Exception):
-        record.update(status="failed", error=_error_line(r))
+    for i, r in failed:
+      records[indices.index(i)].update(status="failed", error=_error_line(r))
     if failed:
       i, first = failed[0]
       others = "the others finished" if len(failed) < len(indices) else "none finished"

@@ -389,12 +389,19 @@ class RunFiles:
     if self.lead:
       self.writer = writers.MetricWriter(self.workdir, resume_step=self.start)
 
-  def check_finite(self, host: dict[str, np.ndarray], step: int, carried: int = 0
+  def check_finite(self, host: dict[str, np.ndarray], step: int, written: bool
                    ) -> dict[str, float]:
-    """The logged row of the steps in `host` (those since the last row, the
-    first `carried` of them from before: see `with_unlogged`), after the NaN
-    policy: with 'stop' a non-finite step ends the run naming it (the latest
-    checkpoint is intact); a carried one was skipped under 'skip', before it."""
+    """The row of the steps since the last row: those a checkpoint-only
+    boundary drained without a row (kept in the checkpoint's metadata, so a
+    resumed run's next row covers the same steps), then `host`'s; after the
+    NaN policy: with 'stop' a non-finite step of `host` ends the run naming it
+    (the latest checkpoint is intact; a carried one was skipped under 'skip',
+    before it). `written`: whether the row is written; if not, its steps are
+    kept for the next."""
+    kept = self.meta.pop("unlogged", None)
+    carried = len(kept["loss"]) if kept else 0
+    if kept:
+      host = {k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()}
     bad = np.flatnonzero(host["skipped"])
     new_bad = bad[bad >= carried]
     if new_bad.size and self.config.train.nan_policy == "stop":
@@ -407,6 +414,8 @@ class RunFiles:
                       + "; rerun with --config.train.nan_policy=skip to skip such steps, or "
                       "lower optimizer.learning_rate or set optimizer.grad_clip_norm in a new "
                       "--workdir")
+    if not written:
+      self.meta["unlogged"] = {k: np.asarray(v).tolist() for k, v in host.items()}
     good = host["skipped"] == 0
     row = {k: float(np.mean(v[good])) if good.any() else float("nan")
            for k, v in host.items() if k != "skipped"}
@@ -431,23 +440,6 @@ class RunFiles:
         plots.save_png(path, grid)
     return {"val_elbo": val["elbo"]["value"], "val_rate": val["rate"],
             "val_distortion": val["distortion"]}
-
-  def with_unlogged(self, host: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-    """(`host` after the metrics of the steps since the last row that no row has
-    shown yet, how many those are): a checkpoint-only boundary's, kept in the
-    checkpoint's metadata, so a resumed run's next row covers the same steps."""
-    kept = self.meta.get("unlogged")
-    if not kept:
-      return host, 0
-    return ({k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()},
-            len(kept["loss"]))
-
-  def hold_unlogged(self, host: dict[str, np.ndarray] | None) -> None:
-    """Keeps `host` (these steps had no row) for the next row; None: a row has them."""
-    if host is None:
-      self.meta.pop("unlogged", None)
-    else:
-      self.meta["unlogged"] = {k: np.asarray(v).tolist() for k, v in host.items()}
 
   def save_latest(self, step: int, state: TrainState) -> None:
     self.latest.save(step, state, dict(self.meta, environment=self.env))
@@ -663,9 +655,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               lambda s, a, b: guarded_update(s, train_images, indices_for(a, b)),
               anchor, anchor_step, step, t, total_steps)
           host = drain(pending)
-        host, carried = run.with_unlogged(host)
-        row = run.check_finite(host, step, carried)
-        run.hold_unlogged(None if is_log or is_eval else host)
+        row = run.check_finite(host, step, written=is_log or is_eval)
         row["num_devices"] = num_devices
         if first_step is not None and (is_log or is_eval):  # the first row written
           row["time_to_first_step"], first_step = first_step, None

@@ -78,7 +78,7 @@ def train_members(configs: list[ml_collections.ConfigDict], workdirs: list[str])
   member whose loss turned non-finite under nan_policy='stop' the UserError a
   separate run of it would have raised (the others train on without it). An
   error that ends the group carries those members' errors in `.failed`, by
-  position."""
+  position in `configs`."""
   if len(groups(configs)) != 1:
     raise UserError("these members differ in more than "
                     f"{', '.join(VECTORIZABLE)}; train them separately")
@@ -129,13 +129,8 @@ def _train(configs, workdirs, base) -> list[dict]:
     starts = sorted({min(f.start, total_steps) for f in files} | {total_steps})
     for begin, until in zip(starts, starts[1:]):
       active = [i for i, f in enumerate(files) if f.start <= begin and i not in failed]
-      try:
-        lost = _loop([files[i] for i in active], [configs[i] for i in active], data, model,
-                     objective, total_steps, begin, until) if active else {}
-      except Interrupted as e:
-        failed.update({active[j]: err for j, err in e.failed.items()})
-        raise
-      failed.update({active[j]: e for j, e in lost.items()})
+      if active:
+        _loop(files, configs, active, data, model, objective, total_steps, begin, until, failed)
       for i in active:
         files[i].start = until
     # One compiled test estimator for all members (params as an argument).
@@ -154,23 +149,24 @@ def _train(configs, workdirs, base) -> list[dict]:
       f.close()
 
 
-def _loop(files, configs, data, model, objective, total_steps, start, until
-          ) -> dict[int, UserError]:
-  """Trains the members from `start` to `until` (where more members join, or
-  the end), leaving each one's state in its RunFiles. Returns the members
-  (by position) that failed their NaN check under nan_policy='stop'; the
-  others train on without them, as their separate runs would."""
-  t = configs[0].train
+def _loop(files, configs, active, data, model, objective, total_steps, start, until,
+          failed: dict[int, UserError]) -> None:
+  """Trains the `active` members (positions in `files`) from `start` to `until`
+  (where more members join, or the end), leaving each one's state in its
+  RunFiles. A member that fails its NaN check under nan_policy='stop' goes
+  into `failed`; the others train on without it, as their separate runs would."""
+  base = configs[active[0]]
+  t = base.train
   train_model = model.computing_in(t.compute_dtype)  # evaluation stays float32
   transform = data_lib.train_transform(data.train_transform, data.raw_levels)
   # Unguarded, as a single run's loop: a stretch with a non-finite step in any
   # member is replayed guarded from the anchor (train.make_multi_step).
-  update = make_update(train_model, objective, configs[0], transform, guarded=False)
+  update = make_update(train_model, objective, base, transform, guarded=False)
   guarded_update = None
-  estimator = evaluation.make_estimator(model, None, elbo_samples=configs[0].eval.elbo_samples,
+  estimator = evaluation.make_estimator(model, None, elbo_samples=base.eval.elbo_samples,
                                         num_importance_samples=0, chunk=1)
-  live = list(range(len(files)))  # positions of the members still training
-  states = _stack([f.state for f in files])
+  live = list(active)  # the members still training
+  states = _stack([files[i].state for i in live])
 
   def members_arrays():
     cs = [configs[i] for i in live]
@@ -181,10 +177,9 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
   keys, betas, rates = members_arrays()
   images = jax.device_put(data.train)
   pending: list[dict] = []
-  failed: dict[int, UserError] = {}
   step, last_log_step, last_log_time = start, start, time.time()
-  for f in files:
-    f.start_clock()
+  for i in live:
+    files[i].start_clock()
   signals = train_lib.StopOnSignal()
   indices_for = lambda begin, end: np.stack([
       data_lib.batch_indices(configs[i].seed, begin, end - begin, len(data.train), t.batch_size)
@@ -204,7 +199,7 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
       host = train_lib.drain(pending, axis=1)
       if host["skipped"].any():
         if guarded_update is None:
-          guarded_update = make_update(train_model, objective, configs[0], transform)
+          guarded_update = make_update(train_model, objective, base, transform)
         states, pending = train_lib.replay(
             lambda s, a, b: guarded_update(s, images, indices_for(a, b), keys, betas, rates),
             anchor, anchor_step, step, t, total_steps)
@@ -212,13 +207,12 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
       rate = (step - last_log_step) * t.batch_size / (time.time() - last_log_time)
       for j, i in enumerate(live):
         f = files[i]
-        mine, carried = f.with_unlogged({name: v[j] for name, v in host.items()})
         try:
-          row = f.check_finite(mine, step, carried)
+          row = f.check_finite({name: v[j] for name, v in host.items()}, step,
+                               written=is_log or is_eval)
         except UserError as e:  # this member's run ends here; its checkpoints are intact
           failed[i] = e
           continue
-        f.hold_unlogged(None if is_log or is_eval else mine)
         # Each member's own examples/s and training seconds: all advance in the
         # same wall time.
         row.update(num_devices=1, vectorized_members=len(live), examples_per_sec=rate,
@@ -233,11 +227,8 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
       last_log_step = step
       if stop:
         signum = signals.received or signal.SIGTERM
-        stopped = Interrupted(signum, f"stopped by signal {signum} at step {step}: "
-                              "checkpoints written for every member; run the same command "
-                              "to resume")
-        stopped.failed = dict(failed)
-        raise stopped
+        raise Interrupted(signum, f"stopped by signal {signum} at step {step}: checkpoints "
+                          "written for every member; run the same command to resume")
       if failed.keys() & set(live):
         keep = [j for j, i in enumerate(live) if i not in failed]
         live = [live[j] for j in keep]
@@ -251,4 +242,3 @@ def _loop(files, configs, data, model, objective, total_steps, start, until
     signals.restore()
   for j, i in enumerate(live):
     files[i].state = _member(states, j)
-  return failed
