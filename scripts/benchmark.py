@@ -69,7 +69,7 @@ def main(argv):
             + op_profile.format_ops(row["vae_jax_ops"], unit="step"))
   if "importance" in _WHAT.value:
     r = result["importance_sampling"] = benchmark.importance_sampling(
-        profile_ops=_PROFILE.value)
+        trials=_TRIALS.value, profile_ops=_PROFILE.value)
     print(f"importance-sampled log p(x), k={r['k']} on {r['num_examples']} examples: "
           f"{r['seconds']:.2f} s, {r['ratio_to_matmul_time']:.3f}x its matmuls timed alone "
           f"over as many products ({r['matmul_seconds']:.2f} s; fastest of {r['trials']} runs "
