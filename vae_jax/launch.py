@@ -130,22 +130,23 @@ def run_group(sweep: Sweep, indices: list[int], workdir: str) -> list[dict]:
   vmapped program (vae_jax.vectorized); statuses as `run_member`."""
   from vae_jax import vectorized  # Deferred: JAX.
   with _recorded(sweep, indices, workdir) as records:
+    failed: dict = {}  # position in `indices` -> the member's own error
     try:
       results = vectorized.train_members([sweep.configs[i] for i in indices],
                                          [member_dir(workdir, sweep, i) for i in indices])
+      failed = {j: r for j, r in enumerate(results) if isinstance(r, Exception)}
     except BaseException as e:  # members that diverged before it failed on their own
-      for j, error in getattr(e, "failed", {}).items():
-        records[j].update(status="failed", error=_error_line(error))
+      failed = getattr(e, "failed", {})
       raise
-    failed = [(i, r) for i, r in zip(indices, results) if isinstance(r, Exception)]
-    for i, r in failed:
-      records[indices.index(i)].update(status="failed", error=_error_line(r))
+    finally:
+      for j, error in failed.items():
+        records[j].update(status="failed", error=_error_line(error))
     if failed:
-      i, first = failed[0]
+      j, first = next(iter(failed.items()))
       others = "the others finished" if len(failed) < len(indices) else "none finished"
       raise MembersFailed(f"{len(failed)} of the {len(indices)} members trained together "
-                          f"failed ({', '.join(sweep.names[j] for j, _ in failed)}), {others}; "
-                          f"{sweep.names[i]}: {first}")
+                          f"failed ({', '.join(sweep.names[indices[k]] for k in failed)}), "
+                          f"{others}; {sweep.names[indices[j]]}: {first}")
     return results
 
 

@@ -398,10 +398,10 @@ class RunFiles:
     (the latest checkpoint is intact; a carried one was skipped under 'skip',
     before it). `written`: whether the row is written; if not, its steps are
     kept for the next."""
-    kept = self.meta.pop("unlogged", None)
-    carried = len(kept["loss"]) if kept else 0
-    if kept:
-      host = {k: np.concatenate([np.asarray(kept[k], v.dtype), v]) for k, v in host.items()}
+    unlogged = self.meta.pop("unlogged", None)
+    carried = len(unlogged["loss"]) if unlogged else 0
+    if unlogged:
+      host = {k: np.concatenate([np.asarray(unlogged[k], v.dtype), v]) for k, v in host.items()}
     bad = np.flatnonzero(host["skipped"])
     new_bad = bad[bad >= carried]
     if new_bad.size and self.config.train.nan_policy == "stop":
